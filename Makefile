@@ -1,0 +1,93 @@
+# gtio: build, test and install. `make test` is the one test command.
+SHELL := /bin/bash
+.DEFAULT_GOAL := build
+
+PREFIX     ?= /usr/local
+LIBDIR     ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+DESTDIR    ?=
+CARGO      ?= cargo
+CC         := $(if $(filter default,$(origin CC)),cc,$(CC))
+CXX        := $(if $(filter default,$(origin CXX)),c++,$(CXX))
+
+VERSION := $(shell sed -n 's/^version *= *"\(.*\)"/\1/p' Cargo.toml | head -n1)
+SOMAJOR := $(firstword $(subst ., ,$(VERSION)))
+RELEASE := target/release
+EXDIR   := target/examples
+LIB     := $(RELEASE)/libgtio.so
+
+EX_CFLAGS   := -std=c11 -Wall -Wextra -Wpedantic -Werror -O2 -g -Iinclude
+EX_CXXFLAGS := -std=c++17 -Wall -Wextra -Wpedantic -Werror -O2 -g -Iinclude
+EX_LDFLAGS  := -L$(RELEASE) -Wl,-rpath,$(CURDIR)/$(RELEASE) -lgtio -lpthread
+EX_SRCS     := $(wildcard c_examples/*.c)
+EX_BINS     := $(patsubst c_examples/%.c,$(EXDIR)/%,$(EX_SRCS))
+
+VENV_PY  := .venv/bin/python
+PY_TESTS := $(shell find tests/python \( -name 'test_*.py' -o -name '*_test.py' \) 2>/dev/null)
+
+VALGRIND := valgrind --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=1
+
+.PHONY: build header examples test demo install check-mem clean deps
+
+deps:
+	@scripts/install-deps.sh
+
+# The library (cdylib, staticlib, rlib) and the gtio binary. libgtio.so carries
+# the soname libgtio.so.$(SOMAJOR) (set by build.rs); the symlink lets programs
+# linked against the build tree find it.
+build:
+	@$(CARGO) build --release --quiet
+	@ln -sfn libgtio.so $(RELEASE)/libgtio.so.$(SOMAJOR)
+
+# Regenerate include/gtio.h (build.rs writes it when GTIO_UPDATE_HEADER is set).
+header:
+	@GTIO_UPDATE_HEADER=1 $(CARGO) build --release --quiet
+
+# C examples against the public header; the header also as C++.
+examples: build
+	@mkdir -p $(EXDIR)
+	@set -e; for src in $(EX_SRCS); do \
+		bin=$(EXDIR)/$$(basename $$src .c); \
+		$(CC) $(EX_CFLAGS) $$src -o $$bin $(EX_LDFLAGS) || { echo "examples: $$src failed to compile" >&2; exit 1; }; \
+	done
+	@$(CXX) $(EX_CXXFLAGS) -fsyntax-only c_examples/header_check.cpp \
+		|| { echo "examples: include/gtio.h does not compile as C++ (c_examples/header_check.cpp)" >&2; exit 1; }
+	@$(CXX) $(EX_CXXFLAGS) c_examples/header_check.cpp -o $(EXDIR)/header_check $(EX_LDFLAGS) \
+		|| { echo "examples: c_examples/header_check.cpp does not link (missing symbol or extern \"C\"?)" >&2; exit 1; }
+	@$(EXDIR)/header_check >/dev/null
+
+test: deps
+	@$(MAKE) --no-print-directory examples
+	@$(CARGO) test --release
+ifneq ($(strip $(PY_TESTS)),)
+	@GTIO_LIBRARY=$(CURDIR)/$(LIB) $(VENV_PY) -m pytest -q tests/python
+endif
+
+# A short tour: read a local file through gtio with the sync example.
+demo: examples
+	@set -e; tmp=$$(mktemp -d -t gtio-demo.XXXXXX); trap 'rm -rf "$$tmp"' EXIT; \
+	head -c 4194304 /dev/urandom > "$$tmp/demo.bin"; \
+	echo "demo: a 4 MiB random file at $$tmp/demo.bin, read through gtio as file://$$tmp/demo.bin"; \
+	$(EXDIR)/sync_read "file://$$tmp/demo.bin" "$$tmp/demo.bin"; \
+	echo "demo: every byte gtio returned matched the file"
+
+install: build
+	@test -f include/gtio.h || { echo "install: include/gtio.h is missing (make header)" >&2; exit 1; }
+	install -d $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(LIBDIR)/pkgconfig
+	install -m 644 include/gtio.h $(DESTDIR)$(INCLUDEDIR)/gtio.h
+	install -m 755 $(RELEASE)/libgtio.so $(DESTDIR)$(LIBDIR)/libgtio.so.$(VERSION)
+	ln -sfn libgtio.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libgtio.so.$(SOMAJOR)
+	ln -sfn libgtio.so.$(SOMAJOR) $(DESTDIR)$(LIBDIR)/libgtio.so
+	install -m 644 $(RELEASE)/libgtio.a $(DESTDIR)$(LIBDIR)/libgtio.a
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
+	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@VERSION@|$(VERSION)|g' \
+	    gtio.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/gtio.pc
+	@if [ -z "$(DESTDIR)" ] && command -v ldconfig >/dev/null && [ "$$(id -u)" = 0 ]; then ldconfig; fi
+
+# The C examples under valgrind against nginx (0 definitely lost, no memory errors).
+check-mem: examples
+	@GTIO_VALGRIND="$(VALGRIND)" $(CARGO) test --release --test c_examples -- --test-threads=1
+
+clean:
+	$(CARGO) clean
+	rm -rf $(EXDIR)

@@ -1,0 +1,130 @@
+//! Runtime configuration: the Rust twin of `GTIO_Config`.
+//!
+//! Defaults come from what the tools in REFERENCES.md do, scaled to a library
+//! that shares a process with its caller:
+//!
+//! - `block_size` 1 MiB: aria2's piece size and mountpoint-s3's first request;
+//!   small enough that a cold random read costs one round trip plus ~1 ms of
+//!   transfer on a fast link, large enough that sequential reads are not
+//!   dominated by per-request overhead.
+//! - `cache_bytes` 128 MiB: room for the readahead window of a few handles.
+//! - `readahead_max_bytes` 32 MiB per handle, and never more than a quarter of
+//!   the cache, so a handle cannot evict what another handle is reading
+//!   (mountpoint-s3's prefetch memory failures, #502/#987).
+//! - `workers` 16, `max_conns_per_host` 8: downloads are I/O bound, and aria2
+//!   runs up to 16 connections per server; 8 keeps one origin from being
+//!   flooded while leaving idle workers for demand reads to another host.
+//! - `retries` 4 and `timeout_ms` 20 s: libtorrent's web seed timeout; four
+//!   retries ride out a restart without hiding a dead origin for minutes.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Library-wide settings, fixed when the runtime starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub cache_bytes: u64,
+    pub block_size: u32,
+    pub workers: u32,
+    pub max_conns_per_host: u32,
+    pub readahead_max_bytes: u64,
+    pub retries: u32,
+    pub timeout_ms: u32,
+    pub ring_entries: u32,
+    pub poller_thread: bool,
+    pub ca_bundle: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            cache_bytes: 128 << 20,
+            block_size: 1 << 20,
+            workers: 16,
+            max_conns_per_host: 8,
+            readahead_max_bytes: 32 << 20,
+            retries: 4,
+            timeout_ms: 20_000,
+            ring_entries: 1024,
+            poller_thread: false,
+            ca_bundle: None,
+        }
+    }
+}
+
+impl Config {
+    /// Replace zeros (the C caller's "don't care") by defaults and clamp
+    /// values that would make the engine misbehave.
+    pub fn normalized(mut self) -> Config {
+        let d = Config::default();
+        if self.cache_bytes == 0 {
+            self.cache_bytes = d.cache_bytes;
+        }
+        if self.block_size == 0 {
+            self.block_size = d.block_size;
+        }
+        // A piece below 4 KiB costs more in request overhead than it saves.
+        self.block_size = self.block_size.clamp(4096, 64 << 20);
+        // The cache must hold at least a few pieces or nothing makes progress.
+        self.cache_bytes = self.cache_bytes.max(4 * u64::from(self.block_size));
+        if self.workers == 0 {
+            self.workers = d.workers;
+        }
+        self.workers = self.workers.min(256);
+        if self.max_conns_per_host == 0 {
+            self.max_conns_per_host = d.max_conns_per_host;
+        }
+        if self.timeout_ms == 0 {
+            self.timeout_ms = d.timeout_ms;
+        }
+        if self.ring_entries == 0 {
+            self.ring_entries = d.ring_entries;
+        }
+        self.ring_entries = self.ring_entries.min(1 << 20);
+        self.readahead_max_bytes = self.readahead_max_bytes.min(self.cache_bytes / 4);
+        self.retries = self.retries.min(32);
+        self
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(u64::from(self.timeout_ms))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zeros_mean_defaults() {
+        let c = Config {
+            cache_bytes: 0,
+            block_size: 0,
+            workers: 0,
+            max_conns_per_host: 0,
+            readahead_max_bytes: 0,
+            retries: 0,
+            timeout_ms: 0,
+            ring_entries: 0,
+            poller_thread: false,
+            ca_bundle: None,
+        }
+        .normalized();
+        let d = Config::default();
+        assert_eq!(c.cache_bytes, d.cache_bytes);
+        assert_eq!(c.block_size, d.block_size);
+        assert_eq!(c.readahead_max_bytes, 0, "0 disables readahead");
+        assert_eq!(c.retries, 0, "0 retries is a valid choice");
+    }
+
+    #[test]
+    fn readahead_is_bounded_by_the_cache() {
+        let c = Config {
+            cache_bytes: 16 << 20,
+            readahead_max_bytes: 1 << 30,
+            ..Config::default()
+        }
+        .normalized();
+        assert_eq!(c.readahead_max_bytes, 4 << 20);
+    }
+}

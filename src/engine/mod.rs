@@ -1,0 +1,545 @@
+//! The read engine: pieces, single-flight downloads, the piece cache and the
+//! worker pool.
+//!
+//! A read is cut into piece slices. For each slice the engine either finds
+//! the piece in the [`cache`], joins the download already in flight for it,
+//! or starts one; a missing run of consecutive pieces becomes one [`Job`], so
+//! one range request covers it. Workers take jobs from the [`scheduler`]
+//! (urgent first), ask the dataset's [`PieceProvider`] for the pieces, and as
+//! each verified piece arrives put it in the cache and hand it to everyone
+//! waiting for it: a synchronous reader gets the piece itself and copies on
+//! its own thread; an asynchronous read gets its slice copied by the worker
+//! (see [`request`]).
+//!
+//! Lock order, to keep it deadlock-free: `flights` → scheduler queues; a
+//! request's state → its handle's pending table → its ring. No lock is held
+//! while a provider fetches or while a caller's callback runs.
+
+pub mod cache;
+pub mod readahead;
+pub mod request;
+pub mod scheduler;
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::Sender;
+
+use crate::dataset::{Layout, PieceSlice};
+use crate::source::Fault;
+use crate::{Config, Error};
+use cache::PieceCache;
+use request::AsyncRead;
+use scheduler::{Job, Scheduler};
+
+/// A verified piece, shared by the cache and its readers.
+pub type Piece = Arc<Vec<u8>>;
+
+/// What identifies a piece in the process-wide cache.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum PieceKey {
+    /// A torrent piece: identical pieces are shared across datasets.
+    Sha1([u8; 20]),
+    /// A plain object's block: (object identity incl. version, index).
+    Object(Arc<str>, u32),
+}
+
+/// A dataset as the engine sees it: a layout and a way to fetch its pieces.
+pub trait PieceProvider: Send + Sync {
+    fn layout(&self) -> &Layout;
+    fn key(&self, piece: u32) -> PieceKey;
+    /// Fetch `pieces` in order, calling `deliver` with each one as soon as it
+    /// is complete and verified. On error, the pieces delivered so far stay
+    /// delivered; the engine retries the rest.
+    fn fetch(&self, pieces: Range<u32>, deliver: &mut dyn FnMut(u32, Piece))
+        -> Result<(), Fault>;
+    /// The most pieces worth asking for in one job.
+    fn max_run(&self) -> u32;
+}
+
+/// Someone waiting for a piece.
+pub enum Waiter {
+    /// A synchronous read: gets the piece (or the error) for its slot.
+    Sync {
+        tx: Sender<(usize, Result<Piece, Error>)>,
+        slot: usize,
+    },
+    /// An asynchronous read: the worker copies its slice.
+    Async {
+        req: Arc<AsyncRead>,
+        slice: PieceSlice,
+    },
+}
+
+impl Waiter {
+    fn deliver(self, result: &Result<Piece, Error>) {
+        match self {
+            Waiter::Sync { tx, slot } => {
+                // The reader may have given up (error on another slot).
+                let _ = tx.send((slot, result.clone()));
+            }
+            Waiter::Async { req, slice } => match result {
+                Ok(piece) => req.fill(&slice, piece),
+                Err(e) => req.fail(e),
+            },
+        }
+    }
+}
+
+struct Flight {
+    waiters: Vec<Waiter>,
+    job: u64,
+}
+
+/// Where a download stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DownloadState {
+    Queued,
+    InProgress,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+/// Counters for tests, benchmarks and diagnostics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub jobs_started: u64,
+    pub jobs_completed: u64,
+    pub jobs_failed: u64,
+    pub jobs_cancelled: u64,
+    pub pieces_fetched: u64,
+    pub bytes_fetched: u64,
+    pub retries: u64,
+    pub cache_hits: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    jobs_started: AtomicU64,
+    jobs_completed: AtomicU64,
+    jobs_failed: AtomicU64,
+    jobs_cancelled: AtomicU64,
+    pieces_fetched: AtomicU64,
+    bytes_fetched: AtomicU64,
+    retries: AtomicU64,
+    cache_hits: AtomicU64,
+}
+
+pub struct Engine {
+    config: Config,
+    cache: PieceCache,
+    flights: Mutex<HashMap<PieceKey, Flight>>,
+    scheduler: Scheduler,
+    states: Mutex<HashMap<u64, DownloadState>>,
+    next_job: AtomicU64,
+    readahead_in_flight: AtomicU64,
+    counters: Counters,
+    shut_down: AtomicBool,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Engine {
+    pub fn start(config: &Config) -> Arc<Engine> {
+        let engine = Arc::new(Engine {
+            cache: PieceCache::new(config.cache_bytes),
+            flights: Mutex::new(HashMap::new()),
+            scheduler: Scheduler::new(config.workers as usize),
+            states: Mutex::new(HashMap::new()),
+            next_job: AtomicU64::new(1),
+            readahead_in_flight: AtomicU64::new(0),
+            counters: Counters::default(),
+            shut_down: AtomicBool::new(false),
+            workers: Mutex::new(Vec::new()),
+            config: config.clone(),
+        });
+        let mut handles = Vec::new();
+        for i in 0..config.workers {
+            let e = Arc::clone(&engine);
+            let spawned = std::thread::Builder::new()
+                .name(format!("gtio-worker-{i}"))
+                .spawn(move || e.worker_loop());
+            match spawned {
+                Ok(h) => handles.push(h),
+                // Fewer workers is slower, not wrong; zero is handled below.
+                Err(_) => break,
+            }
+        }
+        *engine.workers.lock().unwrap_or_else(|e| e.into_inner()) = handles;
+        engine
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn is_shut_down(&self) -> bool {
+        self.shut_down.load(Ordering::Acquire)
+    }
+
+    /// The cached piece, counting a hit.
+    pub fn cached(&self, key: &PieceKey) -> Option<Piece> {
+        let p = self.cache.get(key);
+        if p.is_some() {
+            self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
+        }
+        p
+    }
+
+    /// Bytes the cache holds.
+    pub fn cache_bytes(&self) -> u64 {
+        self.cache.bytes()
+    }
+
+    /// Ask for pieces on behalf of waiters (demand reads). Pieces already
+    /// cached are delivered at once, on this thread; pieces in flight get
+    /// the waiter added (and their job promoted when `urgent`); the rest are
+    /// fetched in runs of consecutive pieces.
+    pub fn request(
+        &self,
+        provider: &Arc<dyn PieceProvider>,
+        wants: Vec<(u32, Waiter)>,
+        urgent: bool,
+    ) -> Result<(), Error> {
+        if self.is_shut_down() {
+            return Err(shut_down_error());
+        }
+        let mut ready = Vec::new();
+        let mut missing: Vec<(u32, u64)> = Vec::new();
+        let mut promote = Vec::new();
+        {
+            let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
+            for (piece, waiter) in wants {
+                let key = provider.key(piece);
+                if let Some(f) = flights.get_mut(&key) {
+                    f.waiters.push(waiter);
+                    if urgent {
+                        promote.push(f.job);
+                    }
+                    continue;
+                }
+                // Checked under the flights lock: a finishing download puts
+                // its piece in the cache before it removes its flight.
+                if let Some(p) = self.cache.get(&key) {
+                    ready.push((waiter, p));
+                    continue;
+                }
+                let job = self.job_for(&mut missing, piece, provider.max_run());
+                flights.insert(
+                    key,
+                    Flight {
+                        waiters: vec![waiter],
+                        job,
+                    },
+                );
+            }
+            self.enqueue_runs(provider, &missing, urgent, false);
+        }
+        for id in promote {
+            self.scheduler.promote(id);
+        }
+        for (waiter, piece) in ready {
+            waiter.deliver(&Ok(piece));
+        }
+        Ok(())
+    }
+
+    /// Queue background downloads of the pieces covering `range` that are
+    /// neither cached nor in flight. With `readahead`, the global readahead
+    /// budget (half the cache) applies: returns false when it is spent.
+    pub fn prefetch(
+        &self,
+        provider: &Arc<dyn PieceProvider>,
+        range: Range<u64>,
+        readahead: bool,
+    ) -> bool {
+        if self.is_shut_down() {
+            return false;
+        }
+        let layout = provider.layout();
+        let range = layout.clip(range.start, range.end.saturating_sub(range.start));
+        let pieces = layout.pieces_of(&range);
+        if readahead {
+            let budget = self.config.cache_bytes / 2;
+            let want = (range.end - range.start).min(budget);
+            if self.readahead_in_flight.load(Ordering::Relaxed) + want > budget {
+                return false;
+            }
+        }
+        let mut missing: Vec<(u32, u64)> = Vec::new();
+        let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
+        for piece in pieces {
+            let key = provider.key(piece);
+            if flights.contains_key(&key) || self.cache.contains(&key) {
+                continue;
+            }
+            let job = self.job_for(&mut missing, piece, provider.max_run());
+            flights.insert(
+                key,
+                Flight {
+                    waiters: Vec::new(),
+                    job,
+                },
+            );
+        }
+        self.enqueue_runs(provider, &missing, false, readahead);
+        true
+    }
+
+    /// Assign `piece` to the job of the run it extends, or to a new one.
+    fn job_for(&self, missing: &mut Vec<(u32, u64)>, piece: u32, max_run: u32) -> u64 {
+        if let Some(&(last, job)) = missing.last() {
+            let run_len = missing.iter().rev().take_while(|(_, j)| *j == job).count() as u32;
+            if last + 1 == piece && run_len < max_run.max(1) {
+                missing.push((piece, job));
+                return job;
+            }
+        }
+        let job = self.next_job.fetch_add(1, Ordering::Relaxed);
+        missing.push((piece, job));
+        job
+    }
+
+    fn enqueue_runs(
+        &self,
+        provider: &Arc<dyn PieceProvider>,
+        missing: &[(u32, u64)],
+        urgent: bool,
+        readahead: bool,
+    ) {
+        let mut i = 0;
+        while i < missing.len() {
+            let job = missing[i].1;
+            let first = missing[i].0;
+            let mut last = first;
+            while i < missing.len() && missing[i].1 == job {
+                last = missing[i].0;
+                i += 1;
+            }
+            let pieces = first..last + 1;
+            let readahead_bytes = if readahead {
+                let l = provider.layout();
+                l.piece_range(last).end - l.piece_range(first).start
+            } else {
+                0
+            };
+            self.readahead_in_flight
+                .fetch_add(readahead_bytes, Ordering::Relaxed);
+            self.set_state(job, DownloadState::Queued);
+            self.scheduler.push(Job {
+                id: job,
+                provider: Arc::clone(provider),
+                pieces,
+                urgent,
+                readahead_bytes,
+            });
+        }
+    }
+
+    fn worker_loop(self: Arc<Self>) {
+        while let Some(job) = self.scheduler.next() {
+            self.set_state(job.id, DownloadState::InProgress);
+            self.counters.jobs_started.fetch_add(1, Ordering::Relaxed);
+            let outcome = self.run_job(&job);
+            self.readahead_in_flight
+                .fetch_sub(job.readahead_bytes, Ordering::Relaxed);
+            self.scheduler.done(&job);
+            let (state, counter) = match outcome {
+                DownloadState::Completed => (outcome, &self.counters.jobs_completed),
+                DownloadState::Cancelled => (outcome, &self.counters.jobs_cancelled),
+                _ => (DownloadState::Failed, &self.counters.jobs_failed),
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            self.finish_state(job.id, state);
+        }
+    }
+
+    /// Fetch a job's pieces with retries; every piece of the job ends with
+    /// its flight completed (piece or error).
+    fn run_job(&self, job: &Job) -> DownloadState {
+        let provider = &job.provider;
+        let mut next = job.pieces.start;
+        let mut attempt: u32 = 0;
+        loop {
+            if self.is_shut_down() {
+                self.fail_pieces(provider, next..job.pieces.end, &shut_down_error());
+                return DownloadState::Cancelled;
+            }
+            let before = next;
+            let result = provider.fetch(next..job.pieces.end, &mut |piece, data| {
+                self.counters.pieces_fetched.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .bytes_fetched
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+                self.complete(&provider.key(piece), Ok(data));
+                next = next.max(piece + 1);
+            });
+            match result {
+                Ok(()) if next >= job.pieces.end => return DownloadState::Completed,
+                Ok(()) => {
+                    let e = Error::io("source returned fewer pieces than asked for");
+                    self.fail_pieces(provider, next..job.pieces.end, &e);
+                    return DownloadState::Failed;
+                }
+                Err(fault) => {
+                    if next > before {
+                        // Progress resets the count: retries are per piece.
+                        attempt = 0;
+                    }
+                    if !fault.transient || attempt >= self.config.retries {
+                        self.fail_pieces(provider, next..job.pieces.end, &fault.error);
+                        return DownloadState::Failed;
+                    }
+                    self.counters.retries.fetch_add(1, Ordering::Relaxed);
+                    std::thread::sleep(backoff(attempt, fault.retry_after));
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    fn fail_pieces(&self, provider: &Arc<dyn PieceProvider>, pieces: Range<u32>, e: &Error) {
+        for piece in pieces {
+            self.complete(&provider.key(piece), Err(e.clone()));
+        }
+    }
+
+    /// A piece arrived (or failed): cache it, then serve its waiters.
+    fn complete(&self, key: &PieceKey, result: Result<Piece, Error>) {
+        if let Ok(piece) = &result {
+            self.cache.insert(key.clone(), Arc::clone(piece));
+        }
+        let flight = self
+            .flights
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+        if let Some(flight) = flight {
+            for w in flight.waiters {
+                w.deliver(&result);
+            }
+        }
+    }
+
+    fn set_state(&self, job: u64, state: DownloadState) {
+        self.states
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(job, state);
+    }
+
+    /// Finished jobs leave the table: only live downloads are listed, and the
+    /// table cannot grow with the number of downloads ever made.
+    fn finish_state(&self, job: u64, _state: DownloadState) {
+        self.states
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&job);
+    }
+
+    /// The downloads queued or running now.
+    pub fn downloads(&self) -> Vec<(u64, DownloadState)> {
+        let mut v: Vec<_> = self
+            .states
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .collect();
+        v.sort_unstable_by_key(|(k, _)| *k);
+        v
+    }
+
+    pub fn stats(&self) -> Stats {
+        let c = &self.counters;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Stats {
+            jobs_started: l(&c.jobs_started),
+            jobs_completed: l(&c.jobs_completed),
+            jobs_failed: l(&c.jobs_failed),
+            jobs_cancelled: l(&c.jobs_cancelled),
+            pieces_fetched: l(&c.pieces_fetched),
+            bytes_fetched: l(&c.bytes_fetched),
+            retries: l(&c.retries),
+            cache_hits: l(&c.cache_hits),
+        }
+    }
+
+    /// Stop the workers: queued downloads are cancelled, every waiter gets
+    /// `ECANCELED`, running downloads finish their current attempt.
+    pub fn shutdown(&self) {
+        if self.shut_down.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        for job in self.scheduler.shutdown() {
+            self.fail_pieces(&job.provider, job.pieces.clone(), &shut_down_error());
+            self.finish_state(job.id, DownloadState::Cancelled);
+        }
+        let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|e| e.into_inner()));
+        for w in workers {
+            let _ = w.join();
+        }
+        let flights: Vec<Flight> = self
+            .flights
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .map(|(_, f)| f)
+            .collect();
+        let e = Err(shut_down_error());
+        for f in flights {
+            for w in f.waiters {
+                w.deliver(&e);
+            }
+        }
+        self.cache.clear();
+    }
+}
+
+fn shut_down_error() -> Error {
+    Error::new(libc::ECANCELED, "gtio was shut down (gtio_lib_fini)")
+}
+
+/// Exponential backoff with jitter: 100 ms × 2^attempt, capped at 5 s, drawn
+/// from [½, 1] of that so clients that failed together retry apart. A
+/// server's Retry-After wins, up to 10 s (a longer wait is better reported
+/// than hidden inside a read).
+pub fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
+    if let Some(ra) = retry_after {
+        return ra.min(Duration::from_secs(10));
+    }
+    let base_ms = (100u64 << attempt.min(6)).min(5000);
+    let jitter = jitter_unit();
+    Duration::from_millis(base_ms / 2 + (base_ms as f64 / 2.0 * jitter) as u64)
+}
+
+/// A number in [0, 1) that differs between threads and calls; no need for a
+/// cryptographic or even good generator here.
+fn jitter_unit() -> f64 {
+    use std::cell::Cell;
+    thread_local!(static STATE: Cell<u64> = const { Cell::new(0) });
+    STATE.with(|s| {
+        let mut x = s.get();
+        if x == 0 {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1);
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            std::hash::Hash::hash(&std::thread::current().id(), &mut h);
+            x = (t ^ std::hash::Hasher::finish(&h)) | 1;
+        }
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    })
+}
+
+#[cfg(test)]
+mod tests;

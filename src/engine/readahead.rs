@@ -1,0 +1,140 @@
+//! Sequential-read detection and the readahead window of one handle.
+//!
+//! A handle that reads where its previous read ended (within a small
+//! tolerance, so that a few reordered reads do not reset it: mountpoint-s3
+//! #488) is sequential. While it stays sequential the engine keeps a window
+//! of pieces ahead of it queued at normal priority. The window starts at
+//! [`INITIAL_WINDOW`] and doubles each time it is topped up, up to the
+//! handle's maximum; a read elsewhere resets it. It is topped up when less
+//! than half of it lies ahead of the reader, so a reader with small buffers
+//! (4 KiB `gtio_read`s) triggers one prefetch per half window, not one per
+//! read.
+//!
+//! This module only decides *what* to fetch; the engine bounds how much
+//! readahead all handles together may have in flight.
+
+use std::ops::Range;
+
+/// mountpoint-s3 starts at 1 MiB + 128 KiB; one default piece is close.
+pub const INITIAL_WINDOW: u64 = 1 << 20;
+
+/// Reads this far before or after the expected offset still count as
+/// sequential (a reader that re-reads a header or skips a small gap).
+pub const TOLERANCE: u64 = 1 << 20;
+
+#[derive(Debug, Clone)]
+pub struct Readahead {
+    max: u64,
+    next: Option<u64>,
+    window: u64,
+    issued_to: u64,
+}
+
+impl Readahead {
+    pub fn new(max: u64) -> Readahead {
+        Readahead {
+            max,
+            next: None,
+            window: 0,
+            issued_to: 0,
+        }
+    }
+
+    /// Record a read of `range`; returns the stream range to prefetch, if any.
+    pub fn on_read(&mut self, range: &Range<u64>) -> Option<Range<u64>> {
+        if self.max == 0 || range.is_empty() {
+            return None;
+        }
+        let sequential = self.next.is_some_and(|next| {
+            range.start <= next.saturating_add(TOLERANCE) && range.start + TOLERANCE >= next
+        });
+        if !sequential {
+            self.next = Some(range.end);
+            self.window = 0;
+            self.issued_to = 0;
+            return None;
+        }
+        self.next = Some(self.next.unwrap_or(0).max(range.end));
+        if self.window == 0 {
+            self.window = INITIAL_WINDOW.min(self.max);
+        }
+        if self.issued_to >= range.end.saturating_add(self.window / 2) {
+            return None;
+        }
+        let from = self.issued_to.max(range.end);
+        let to = range.end.saturating_add(self.window);
+        self.issued_to = to;
+        self.window = self.window.saturating_mul(2).min(self.max);
+        (from < to).then_some(from..to)
+    }
+
+    /// The engine could not take the last prefetch (budget exhausted): forget
+    /// it so the next read asks again.
+    pub fn retract(&mut self, to: u64) {
+        self.issued_to = self.issued_to.min(to);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_reads_never_prefetch() {
+        let mut ra = Readahead::new(32 << 20);
+        for off in [0u64, 50 << 20, 3 << 20, 90 << 20, 10 << 20] {
+            assert_eq!(ra.on_read(&(off..off + 4096)), None);
+        }
+    }
+
+    #[test]
+    fn window_grows_and_is_capped() {
+        let mut ra = Readahead::new(8 << 20);
+        let mut off = 0;
+        let mut issued = vec![];
+        for _ in 0..4096 {
+            if let Some(r) = ra.on_read(&(off..off + 4096)) {
+                assert!(r.start >= off + 4096, "prefetch starts past the read");
+                issued.push(r);
+            }
+            off += 4096;
+        }
+        assert!(issued.len() >= 3);
+        // Contiguous, non-overlapping.
+        for w in issued.windows(2) {
+            assert_eq!(w[0].end, w[1].start);
+        }
+        // Never more than the cap ahead of the reader.
+        assert!(issued.iter().all(|r| r.end - r.start <= 8 << 20));
+        assert!(issued.last().unwrap().end <= off + (8 << 20));
+    }
+
+    #[test]
+    fn small_reorders_do_not_reset() {
+        let mut ra = Readahead::new(8 << 20);
+        ra.on_read(&(0..65536));
+        assert!(ra.on_read(&(65536..131072)).is_some());
+        // Two reads swapped by a thread pool.
+        ra.on_read(&(196608..262144));
+        ra.on_read(&(131072..196608));
+        assert!(ra.window > INITIAL_WINDOW, "window kept growing");
+    }
+
+    #[test]
+    fn seek_resets() {
+        let mut ra = Readahead::new(8 << 20);
+        ra.on_read(&(0..4096));
+        ra.on_read(&(4096..8192));
+        assert!(ra.window > 0);
+        ra.on_read(&(500 << 20..(500 << 20) + 4096));
+        assert_eq!(ra.window, 0);
+    }
+
+    #[test]
+    fn disabled_when_max_is_zero() {
+        let mut ra = Readahead::new(0);
+        for i in 0..10u64 {
+            assert_eq!(ra.on_read(&(i * 4096..(i + 1) * 4096)), None);
+        }
+    }
+}

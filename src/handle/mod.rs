@@ -1,0 +1,341 @@
+//! An open dataset: the Rust API that the C ABI, the Python package and the
+//! command-line tool all stand on.
+//!
+//! A [`Dataset`] turns reads into piece slices and hands them to the engine.
+//! Synchronous reads copy cache hits on the calling thread with no queue
+//! round-trip; for misses they wait for their own pieces (never for the
+//! thread's completion ring). Asynchronous reads complete on the ring of the
+//! submitting thread. `pread` is safe from any number of threads; `read` and
+//! `seek` share the handle's offset.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::completion::{self, Completion};
+use crate::dataset::object::{uri_basename, ObjectProvider};
+use crate::dataset::{FileEntry, PieceSlice};
+use crate::engine::readahead::Readahead;
+use crate::engine::request::{AsyncRead, PendingTable, ReadTarget};
+use crate::engine::{PieceProvider, Waiter};
+use crate::runtime::{self, Runtime};
+use crate::source::http::Secret;
+use crate::source::open_object;
+use crate::{Error, Result};
+
+/// `lseek`'s origin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Whence {
+    Set,
+    Current,
+    End,
+}
+
+/// An open dataset.
+pub struct Dataset {
+    runtime: Arc<Runtime>,
+    provider: Arc<dyn PieceProvider>,
+    position: Mutex<u64>,
+    readahead: Mutex<Readahead>,
+    pending: PendingTable,
+    closed: AtomicBool,
+}
+
+impl std::fmt::Debug for Dataset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dataset")
+            .field("size", &self.size())
+            .field("files", &self.files().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Dataset {
+    /// Open a plain object (`http://`, `https://`, `file://`). `cred` is
+    /// sent as `Authorization` to the URI's host only.
+    pub fn open_uri(uri: &str, cred: Option<&str>) -> Result<Dataset> {
+        let rt = runtime::get()?;
+        let secret = cred.map(Secret::new);
+        let source = open_object(rt.http(), uri, secret.as_ref())?;
+        let provider = ObjectProvider::new(source, uri_basename(uri), rt.config().block_size)?;
+        Ok(Dataset::new(rt, Arc::new(provider)))
+    }
+
+    pub(crate) fn new(runtime: Arc<Runtime>, provider: Arc<dyn PieceProvider>) -> Dataset {
+        let readahead = Readahead::new(runtime.config().readahead_max_bytes);
+        Dataset {
+            runtime,
+            provider,
+            position: Mutex::new(0),
+            readahead: Mutex::new(readahead),
+            pending: Arc::new(Mutex::new(HashMap::new())),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// Size of the stream in bytes.
+    pub fn size(&self) -> u64 {
+        self.provider.layout().size()
+    }
+
+    /// The dataset's files, in stream order.
+    pub fn files(&self) -> &[FileEntry] {
+        self.provider.layout().files()
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) || !self.runtime.is_current_process() {
+            return Err(Error::bad_handle());
+        }
+        if self.runtime.engine().is_shut_down() {
+            return Err(Error::new(libc::EBADF, "gtio was shut down (gtio_lib_fini)"));
+        }
+        Ok(())
+    }
+
+    /// Read up to `buf.len()` bytes at `offset`; 0 at or past the end, a
+    /// short count only at the end of the stream.
+    pub fn pread(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
+        self.check_open()?;
+        let layout = self.provider.layout();
+        let range = layout.clip(offset, buf.len() as u64);
+        if range.is_empty() {
+            return Ok(0);
+        }
+        let engine = self.runtime.engine();
+        let mut misses: Vec<PieceSlice> = Vec::new();
+        for slice in layout.slices(&range) {
+            match engine.cached(&self.provider.key(slice.piece)) {
+                Some(piece) => copy_slice(buf, &slice, &piece),
+                None => misses.push(slice),
+            }
+        }
+        if misses.is_empty() {
+            self.read_ahead(&range);
+            return Ok((range.end - range.start) as usize);
+        }
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let wants = misses
+            .iter()
+            .enumerate()
+            .map(|(slot, s)| {
+                (
+                    s.piece,
+                    Waiter::Sync {
+                        tx: tx.clone(),
+                        slot,
+                    },
+                )
+            })
+            .collect();
+        drop(tx);
+        engine.request(&self.provider, wants, true)?;
+        self.read_ahead(&range);
+        for _ in 0..misses.len() {
+            let (slot, result) = rx
+                .recv()
+                .map_err(|_| Error::new(libc::ECANCELED, "read abandoned: gtio shut down"))?;
+            let piece = result?;
+            copy_slice(buf, &misses[slot], &piece);
+        }
+        Ok((range.end - range.start) as usize)
+    }
+
+    /// Read at the handle's offset and advance it.
+    pub fn read(&self, buf: &mut [u8]) -> Result<usize> {
+        self.check_open()?;
+        let mut pos = self.position.lock().unwrap_or_else(|e| e.into_inner());
+        let n = self.pread(buf, *pos)?;
+        *pos += n as u64;
+        Ok(n)
+    }
+
+    /// Move the handle's offset; returns the new offset. Offsets past the
+    /// end are allowed (reads there return 0), negative ones are not.
+    pub fn seek(&self, offset: i64, whence: Whence) -> Result<u64> {
+        self.check_open()?;
+        let mut pos = self.position.lock().unwrap_or_else(|e| e.into_inner());
+        let base: i128 = match whence {
+            Whence::Set => 0,
+            Whence::Current => i128::from(*pos),
+            Whence::End => i128::from(self.size()),
+        };
+        let new = base + i128::from(offset);
+        if new < 0 || new > i128::from(i64::MAX) {
+            return Err(Error::invalid(format!(
+                "seek to {new} is outside 0..=i64::MAX"
+            )));
+        }
+        *pos = new as u64;
+        Ok(*pos)
+    }
+
+    /// The handle's offset.
+    pub fn tell(&self) -> u64 {
+        *self.position.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Submit an asynchronous read of `len` bytes at `offset` into `target`.
+    /// Exactly one completion tagged `user_data` follows on the calling
+    /// thread's ring; `EAGAIN` if that ring is full (nothing is queued).
+    pub fn pread_async(
+        &self,
+        offset: u64,
+        len: usize,
+        target: Box<dyn ReadTarget>,
+        background: bool,
+        user_data: u64,
+    ) -> Result<()> {
+        self.check_open()?;
+        let ring = completion::current(self.runtime.config().ring_entries as usize)?;
+        ring.reserve()?;
+        let layout = self.provider.layout();
+        let range = layout.clip(offset, len as u64);
+        if range.is_empty() {
+            ring.post(Completion {
+                user_data,
+                result: 0,
+            });
+            return Ok(());
+        }
+        let slices: Vec<PieceSlice> = layout.slices(&range).collect();
+        let req = AsyncRead::new(
+            user_data,
+            (range.end - range.start) as usize,
+            slices.len(),
+            target,
+            Arc::clone(&ring),
+            Arc::clone(&self.pending),
+        );
+        {
+            // Checked under the table lock, so `close` either sees this
+            // request or we see it closed.
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            if self.closed.load(Ordering::Acquire) {
+                drop(pending);
+                ring.unreserve();
+                return Err(Error::bad_handle());
+            }
+            if pending.contains_key(&user_data) {
+                drop(pending);
+                ring.unreserve();
+                return Err(Error::invalid(
+                    "this callback struct is already in use by a pending read; \
+                     use one per request",
+                ));
+            }
+            pending.insert(user_data, Arc::clone(&req));
+        }
+        let wants = slices
+            .into_iter()
+            .map(|s| {
+                (
+                    s.piece,
+                    Waiter::Async {
+                        req: Arc::clone(&req),
+                        slice: s,
+                    },
+                )
+            })
+            .collect();
+        if let Err(e) = self.runtime.engine().request(&self.provider, wants, !background) {
+            // Nothing was queued: take the request back silently.
+            self.pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&user_data);
+            ring.unreserve();
+            return Err(e);
+        }
+        if !background {
+            self.read_ahead(&range);
+        }
+        Ok(())
+    }
+
+    /// Cancel the pending read tagged `user_data`: it completes with
+    /// `-ECANCELED`. `ENOENT` if no such read is pending (it may have
+    /// completed already).
+    pub fn cancel(&self, user_data: u64) -> Result<()> {
+        self.check_open()?;
+        let req = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&user_data);
+        match req {
+            Some(req) if req.cancel() => Ok(()),
+            _ => Err(Error::new(
+                libc::ENOENT,
+                "no pending read with this callback struct (already completed?)",
+            )),
+        }
+    }
+
+    /// Hint: fetch `len` bytes at `offset` in the background. At most half
+    /// the cache is prefetched per call (more would evict itself).
+    pub fn prefetch(&self, offset: u64, len: u64) -> Result<()> {
+        self.check_open()?;
+        let half_cache = self.runtime.config().cache_bytes / 2;
+        let range = self.provider.layout().clip(offset, len.min(half_cache));
+        if !range.is_empty() {
+            self.runtime
+                .engine()
+                .prefetch(&self.provider, range, false);
+        }
+        Ok(())
+    }
+
+    /// Close: cancel every pending async read (each completes with
+    /// `-ECANCELED`) and return once no worker can touch their buffers.
+    /// Idempotent.
+    pub fn close(&self) {
+        let reqs: Vec<Arc<AsyncRead>> = {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            self.closed.store(true, Ordering::Release);
+            pending.drain().map(|(_, r)| r).collect()
+        };
+        for r in reqs {
+            // Waits for a copy in progress (it holds the request's lock).
+            r.cancel();
+        }
+    }
+
+    /// Async reads still pending on this handle.
+    pub fn pending(&self) -> usize {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// The engine's counters (downloads, retries, cache hits).
+    pub fn engine_stats(&self) -> crate::engine::Stats {
+        self.runtime.engine().stats()
+    }
+
+    fn read_ahead(&self, range: &Range<u64>) {
+        let window = self
+            .readahead
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .on_read(range);
+        if let Some(w) = window {
+            if !self.runtime.engine().prefetch(&self.provider, w.clone(), true) {
+                self.readahead
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .retract(w.start);
+            }
+        }
+    }
+}
+
+impl Drop for Dataset {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn copy_slice(buf: &mut [u8], slice: &PieceSlice, piece: &[u8]) {
+    let src = &piece[slice.within.clone()];
+    buf[slice.dest..slice.dest + src.len()].copy_from_slice(src);
+}

@@ -1,0 +1,23 @@
+//! gtio: block I/O over remote datasets.
+//!
+//! Programs read byte ranges of a plain HTTP(S) object or of a BitTorrent
+//! metainfo's files (fetched piece by piece from HTTP web seeds and checked
+//! by SHA-1) without downloading them whole. The design is in DESIGN.md; the
+//! C ABI is in [`ffi`] and `include/gtio.h`.
+//!
+//! Data flows one way: [`ffi`] → [`handle`] → [`engine`] → [`source`];
+//! completions flow back through [`completion`] rings.
+
+pub mod completion;
+pub mod config;
+pub mod dataset;
+pub mod engine;
+pub mod error;
+pub mod ffi;
+pub mod handle;
+pub mod runtime;
+pub mod source;
+
+pub use config::Config;
+pub use error::{Error, Result};
+pub use handle::{Dataset, Whence};

@@ -1,0 +1,136 @@
+//! The library's process-wide state: configuration, engine, HTTP client and
+//! poller, started on first use (or by `gtio_lib_init`) and stopped by
+//! `gtio_lib_fini`.
+//!
+//! A child process after `fork()` inherits the parent's memory but none of
+//! its threads. The runtime remembers the pid that started it; a call from a
+//! different pid starts a fresh runtime and forgets the old one without
+//! running its destructors (its threads do not exist here, joining them
+//! would hang, and its sockets belong to the parent).
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::completion::poller::{Dispatch, Poller};
+use crate::engine::Engine;
+use crate::source::http::HttpClient;
+use crate::{Config, Error, Result};
+
+pub struct Runtime {
+    config: Config,
+    engine: Arc<Engine>,
+    http: Arc<HttpClient>,
+    poller: Mutex<Option<Poller>>,
+    pid: u32,
+}
+
+impl Runtime {
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    pub fn http(&self) -> &Arc<HttpClient> {
+        &self.http
+    }
+
+    /// True in the process that started this runtime (false in a fork child).
+    pub fn is_current_process(&self) -> bool {
+        self.pid == std::process::id()
+    }
+
+    fn start(config: Config) -> Result<Runtime> {
+        let config = config.normalized();
+        let http = Arc::new(HttpClient::new(&config)?);
+        let engine = Engine::start(&config);
+        let poller = if config.poller_thread {
+            let dispatch = *DISPATCH.get().ok_or_else(|| {
+                Error::invalid("poller_thread needs a completion dispatcher (set by the C API)")
+            })?;
+            Some(Poller::start(dispatch)?)
+        } else {
+            None
+        };
+        Ok(Runtime {
+            config,
+            engine,
+            http,
+            poller: Mutex::new(poller),
+            pid: std::process::id(),
+        })
+    }
+
+    fn stop(&self) {
+        if let Some(p) = self.poller.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            p.stop();
+        }
+        self.engine.shutdown();
+    }
+}
+
+static CURRENT: Mutex<Option<Arc<Runtime>>> = Mutex::new(None);
+static DISPATCH: OnceLock<Dispatch> = OnceLock::new();
+
+/// Install the function the poller thread runs completions through.
+pub fn set_dispatcher(dispatch: Dispatch) {
+    let _ = DISPATCH.set(dispatch);
+}
+
+fn lock() -> std::sync::MutexGuard<'static, Option<Arc<Runtime>>> {
+    CURRENT.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Forget a runtime inherited through fork() without dropping it.
+fn forget_if_inherited(slot: &mut Option<Arc<Runtime>>) {
+    if slot.as_ref().is_some_and(|rt| !rt.is_current_process()) {
+        if let Some(old) = slot.take() {
+            std::mem::forget(old);
+        }
+    }
+}
+
+/// Start the runtime with `config`; `EBUSY` if it already runs.
+pub fn init(config: Config) -> Result<()> {
+    let mut slot = lock();
+    forget_if_inherited(&mut slot);
+    if slot.is_some() {
+        return Err(Error::new(
+            libc::EBUSY,
+            "gtio is already initialised: call gtio_lib_init before any other call, \
+             or gtio_lib_fini first",
+        ));
+    }
+    *slot = Some(Arc::new(Runtime::start(config)?));
+    Ok(())
+}
+
+/// The running runtime, started with the default config if none runs.
+pub fn get() -> Result<Arc<Runtime>> {
+    let mut slot = lock();
+    forget_if_inherited(&mut slot);
+    if let Some(rt) = slot.as_ref() {
+        return Ok(Arc::clone(rt));
+    }
+    let rt = Arc::new(Runtime::start(Config::default())?);
+    *slot = Some(Arc::clone(&rt));
+    Ok(rt)
+}
+
+/// Stop the runtime: queued downloads are cancelled, threads joined. The
+/// next call starts a new one. Returns false if none was running.
+pub fn fini() -> bool {
+    let rt = {
+        let mut slot = lock();
+        forget_if_inherited(&mut slot);
+        slot.take()
+    };
+    match rt {
+        Some(rt) => {
+            rt.stop();
+            true
+        }
+        None => false,
+    }
+}
