@@ -16,6 +16,7 @@ pub mod error;
 pub mod ffi;
 pub mod handle;
 pub mod runtime;
+pub mod serve;
 pub mod source;
 
 pub use config::Config;

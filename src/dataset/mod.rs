@@ -10,6 +10,7 @@ pub mod bencode;
 pub mod create;
 pub mod metainfo;
 pub mod object;
+pub mod torrent;
 
 use std::ops::Range;
 

@@ -58,7 +58,7 @@ impl PieceProvider for ObjectProvider {
     fn fetch(
         &self,
         pieces: Range<u32>,
-        deliver: &mut dyn FnMut(u32, Piece),
+        deliver: &mut dyn FnMut(u32, std::result::Result<Piece, Error>),
     ) -> std::result::Result<(), Fault> {
         if pieces.is_empty() {
             return Ok(());
@@ -71,7 +71,7 @@ impl PieceProvider for ObjectProvider {
             let mut buf = vec![0u8; len as usize];
             body.read_exact(&mut buf)
                 .map_err(|e| body_fault(e, &bytes))?;
-            deliver(piece, Arc::new(buf));
+            deliver(piece, Ok(Arc::new(buf)));
         }
         Ok(())
     }

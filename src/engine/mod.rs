@@ -53,10 +53,14 @@ pub trait PieceProvider: Send + Sync {
     fn layout(&self) -> &Layout;
     fn key(&self, piece: u32) -> PieceKey;
     /// Fetch `pieces` in order, calling `deliver` with each one as soon as it
-    /// is complete and verified. On error, the pieces delivered so far stay
-    /// delivered; the engine retries the rest.
-    fn fetch(&self, pieces: Range<u32>, deliver: &mut dyn FnMut(u32, Piece))
-        -> Result<(), Fault>;
+    /// is complete and verified (or with the error that dooms that piece
+    /// alone, such as a hash mismatch on every source). On `Err`, the pieces
+    /// delivered so far stay delivered; the engine retries the rest.
+    fn fetch(
+        &self,
+        pieces: Range<u32>,
+        deliver: &mut dyn FnMut(u32, Result<Piece, Error>),
+    ) -> Result<(), Fault>;
     /// The most pieces worth asking for in one job.
     fn max_run(&self) -> u32;
 }
@@ -371,11 +375,13 @@ impl Engine {
             }
             let before = next;
             let result = provider.fetch(next..job.pieces.end, &mut |piece, data| {
-                self.counters.pieces_fetched.fetch_add(1, Ordering::Relaxed);
-                self.counters
-                    .bytes_fetched
-                    .fetch_add(data.len() as u64, Ordering::Relaxed);
-                self.complete(&provider.key(piece), Ok(data));
+                if let Ok(d) = &data {
+                    self.counters.pieces_fetched.fetch_add(1, Ordering::Relaxed);
+                    self.counters
+                        .bytes_fetched
+                        .fetch_add(d.len() as u64, Ordering::Relaxed);
+                }
+                self.complete(&provider.key(piece), data);
                 next = next.max(piece + 1);
             });
             match result {

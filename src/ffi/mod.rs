@@ -1,1 +1,88 @@
-//! C ABI (in progress)
+//! The C ABI. This is the only module with `extern "C"`, `#[no_mangle]` and
+//! raw pointers; everything below it speaks Rust types and `Result`.
+//!
+//! Every export follows one pattern:
+//!
+//! - its body runs inside [`guard`] (through the `ffi_guard!` macro), which
+//!   catches panics and turns `Err` into the function's failure value (`-1`
+//!   or NULL) plus a filled `GTIO_Error` when `err` is not NULL — no panic or
+//!   unwind ever crosses the ABI;
+//! - every pointer is checked before use, in one line, with `non_null!`;
+//! - handles are tokens looked up in a registry ([`registry`]), never
+//!   dereferenced, so a closed or foreign handle is `EBADF`, not undefined
+//!   behaviour.
+//!
+//! On success `err` is left untouched, like `errno`.
+
+pub mod registry;
+pub mod types;
+
+mod async_io;
+mod io;
+mod library;
+mod listing;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use crate::Error;
+pub use types::*;
+
+/// Run an export's body: catch panics, report errors through `err`.
+pub(crate) fn guard<T>(
+    name: &'static str,
+    err: *mut GTIO_Error,
+    fallback: T,
+    body: impl FnOnce() -> Result<T, Error>,
+) -> T {
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        test_hooks::maybe_panic(name);
+        body()
+    }));
+    let error = match result {
+        Ok(Ok(v)) => return v,
+        Ok(Err(e)) => e,
+        // The payload is not shown: a message is for users, and a panic's
+        // text is not written for them.
+        Err(_) => Error::io(format!(
+            "internal error in {name} (a bug in gtio: please report it); \
+             the library is still usable"
+        )),
+    };
+    // SAFETY: `err` is NULL or points to a GTIO_Error the caller owns.
+    unsafe { types::fill_error(err, &error) };
+    fallback
+}
+
+/// `ffi_guard!("name", err, fallback, { body returning Result })`.
+macro_rules! ffi_guard {
+    ($name:literal, $err:expr, $fallback:expr, $body:block) => {
+        $crate::ffi::guard($name, $err, $fallback, || $body)
+    };
+}
+pub(crate) use ffi_guard;
+
+/// Early-return `EINVAL` when a pointer argument is NULL.
+macro_rules! non_null {
+    ($ptr:expr, $what:literal) => {
+        if $ptr.is_null() {
+            return Err($crate::Error::invalid(concat!($what, " is NULL")));
+        }
+    };
+}
+pub(crate) use non_null;
+
+/// A test hook: `GTIO_TEST_PANIC_IN=<export name>` makes that export panic
+/// inside its guard, so tests can prove that panics never cross the ABI.
+/// Read once; costs one atomic load per call otherwise.
+mod test_hooks {
+    use std::sync::OnceLock;
+
+    static PANIC_IN: OnceLock<Option<String>> = OnceLock::new();
+
+    pub fn maybe_panic(name: &str) {
+        let target = PANIC_IN.get_or_init(|| std::env::var("GTIO_TEST_PANIC_IN").ok());
+        if target.as_deref() == Some(name) {
+            panic!("GTIO_TEST_PANIC_IN={name}");
+        }
+    }
+}

@@ -14,15 +14,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::completion::{self, Completion};
-use crate::dataset::object::{uri_basename, ObjectProvider};
 use crate::dataset::{FileEntry, PieceSlice};
 use crate::engine::readahead::Readahead;
 use crate::engine::request::{AsyncRead, PendingTable, ReadTarget};
 use crate::engine::{PieceProvider, Waiter};
-use crate::runtime::{self, Runtime};
-use crate::source::http::Secret;
-use crate::source::open_object;
+use crate::runtime::Runtime;
 use crate::{Error, Result};
+
+mod open;
 
 /// `lseek`'s origin.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,16 +51,6 @@ impl std::fmt::Debug for Dataset {
 }
 
 impl Dataset {
-    /// Open a plain object (`http://`, `https://`, `file://`). `cred` is
-    /// sent as `Authorization` to the URI's host only.
-    pub fn open_uri(uri: &str, cred: Option<&str>) -> Result<Dataset> {
-        let rt = runtime::get()?;
-        let secret = cred.map(Secret::new);
-        let source = open_object(rt.http(), uri, secret.as_ref())?;
-        let provider = ObjectProvider::new(source, uri_basename(uri), rt.config().block_size)?;
-        Ok(Dataset::new(rt, Arc::new(provider)))
-    }
-
     pub(crate) fn new(runtime: Arc<Runtime>, provider: Arc<dyn PieceProvider>) -> Dataset {
         let readahead = Readahead::new(runtime.config().readahead_max_bytes);
         Dataset {

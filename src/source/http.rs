@@ -441,8 +441,8 @@ pub struct HttpObject {
     cred: Option<Secret>,
     size: u64,
     validator: Validator,
+    content_type: Option<String>,
 }
-
 
 
 
@@ -465,6 +465,7 @@ impl HttpObject {
             .header("Accept-Ranges")
             .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("bytes")));
         let length = head.header("Content-Length").and_then(|v| v.trim().parse::<u64>().ok());
+        let content_type = head.header("Content-Type").map(str::to_string);
         let (size, validator) = match (head.status, length) {
             (200, Some(len)) if ranges_advertised => (len, validator_of(&head)),
             (404 | 410 | 401, _) => return Err(head.status_fault(&what).error),
@@ -482,11 +483,19 @@ impl HttpObject {
             cred: cred.cloned(),
             size,
             validator,
+            content_type,
         })
     }
 
     pub fn validator(&self) -> &Validator {
         &self.validator
+    }
+
+    /// True when the server labels the object as a torrent.
+    pub fn is_torrent(&self) -> bool {
+        self.content_type.as_deref().is_some_and(|t| {
+            t.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/x-bittorrent")
+        })
     }
 }
 
@@ -586,7 +595,7 @@ pub fn get_range(
     url: &str,
     cred: Option<&Secret>,
     range: Range<u64>,
-    expected_total: u64,
+    expected_total: Option<u64>,
     validator: Option<&Validator>,
 ) -> std::result::Result<ExactBody, Fault> {
     debug_assert!(!range.is_empty());
@@ -616,8 +625,10 @@ pub fn get_range(
             let ((a, b), total) = resp.header("Content-Range").and_then(parse_content_range).ok_or_else(|| {
                 Fault::transient(Error::io(format!("{what}: 206 without a valid Content-Range")))
             })?;
-            if total.is_some_and(|t| t != expected_total) {
-                return Err(stale("size differs"));
+            if let (Some(t), Some(want)) = (total, expected_total) {
+                if t != want {
+                    return Err(stale("size differs"));
+                }
             }
             if (a, b) != (range.start, range.end - 1) {
                 return Err(Fault::transient(Error::io(format!(
@@ -641,7 +652,7 @@ pub fn get_range(
             }
         }
         416 => match resp.header("Content-Range").and_then(parse_unsatisfied_range) {
-            Some(t) if t != expected_total => Err(stale("size differs")),
+            Some(t) if expected_total.is_some_and(|want| want != t) => Err(stale("size differs")),
             _ => Err(resp.status_fault(&what)),
         },
         _ => Err(resp.status_fault(&what)),
@@ -673,7 +684,7 @@ impl RangeSource for HttpObject {
             &self.url,
             self.cred.as_ref(),
             range,
-            self.size,
+            Some(self.size),
             Some(&self.validator),
         )?;
         Ok(Box::new(body))

@@ -1,0 +1,391 @@
+//! A torrent as a dataset: its files laid end to end, fetched piece by piece
+//! from BEP 19 web seeds and checked against the metainfo's SHA-1s before
+//! anyone sees a byte.
+//!
+//! A job's run of pieces is one stream range; [`webseed::plan`] cuts it into
+//! one request per file, so a run inside one file is one range request and a
+//! piece spanning files takes several. Bytes are read straight into piece
+//! buffers (pad files stay zero), and each piece is hashed and delivered as
+//! soon as its last byte arrives.
+//!
+//! Seeds are used round-robin, so parallel jobs spread over them. A seed that
+//! serves a piece whose hash does not match is banned for this dataset while
+//! another seed remains, and the piece is retried elsewhere (libtorrent's
+//! rule). The last seed is never banned: it loses only the piece it got
+//! wrong, which fails with `EIO` naming it, while the rest stay readable. A
+//! busy or failing seed is not banned (REFERENCES: a 503 is no reason to
+//! drop a seed); it is skipped until its backoff expires.
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sha1::{Digest, Sha1};
+
+use super::metainfo::Metainfo;
+use super::object::body_fault;
+use super::{FileEntry, Layout};
+use crate::engine::{Piece, PieceKey, PieceProvider};
+use crate::error::redact_url;
+use crate::source::http::{get_range, HttpClient, Secret};
+use crate::source::webseed::{self, SeedRequest};
+use crate::source::{file::FileObject, Fault, RangeSource};
+use crate::{Error, Result};
+
+/// Ask for at most this much per request (libtorrent's web seed cap): large
+/// enough that seeds see few requests (WebTorrent #650), small enough that a
+/// failed transfer is retried soon.
+const MAX_REQUEST_BYTES: u64 = 16 << 20;
+
+/// How long a seed that failed (reset, 5xx, timeout) is skipped while other
+/// seeds are available.
+const SEED_COOLDOWN: Duration = Duration::from_secs(5);
+
+/// Where the metainfo came from decides what its web seeds may name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Given by the caller (a buffer, a local file): `file://` seeds allowed.
+    Local,
+    /// Downloaded: `file://` seeds refused, so a remote torrent can never
+    /// read local files.
+    Remote,
+}
+
+struct Seed {
+    url: String,
+    /// Whether the credential may be sent to this seed.
+    send_cred: bool,
+    banned: bool,
+    cooldown_until: Option<Instant>,
+}
+
+pub struct TorrentProvider {
+    layout: Layout,
+    meta: Metainfo,
+    client: Arc<HttpClient>,
+    cred: Option<Secret>,
+    seeds: Mutex<Vec<Seed>>,
+    next_seed: AtomicUsize,
+    /// (seed, piece) pairs known bad while the seed could not be banned.
+    bad: Mutex<HashSet<(usize, u32)>>,
+}
+
+impl TorrentProvider {
+    /// `cred_host`: the host the credential was given for ("host:port");
+    /// `None` sends it to every seed (a metainfo the caller supplied).
+    pub fn new(
+        meta: Metainfo,
+        origin: Origin,
+        client: Arc<HttpClient>,
+        cred: Option<Secret>,
+        cred_host: Option<&str>,
+    ) -> Result<TorrentProvider> {
+        let mut seeds = Vec::new();
+        for url in &meta.url_list {
+            let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+            match scheme.as_deref() {
+                Some("http") | Some("https") => {}
+                Some("file") if origin == Origin::Local => {}
+                // Unknown schemes and, from a remote metainfo, file:// are
+                // skipped: other seeds may still serve the torrent.
+                _ => continue,
+            }
+            let send_cred = match cred_host {
+                None => true,
+                Some(h) => url::Url::parse(url).is_ok_and(|u| {
+                    format!(
+                        "{}:{}",
+                        u.host_str().unwrap_or(""),
+                        u.port_or_known_default().unwrap_or(0)
+                    ) == h
+                }),
+            };
+            seeds.push(Seed {
+                url: url.clone(),
+                send_cred,
+                banned: false,
+                cooldown_until: None,
+            });
+        }
+        if seeds.is_empty() {
+            let why = if meta.url_list.is_empty() {
+                "the torrent has no web seeds (url-list); peer-to-peer download is not supported yet"
+            } else {
+                "none of the torrent's web seeds is usable (a downloaded torrent may not name file:// seeds)"
+            };
+            return Err(Error::new(libc::EINVAL, why));
+        }
+        let files = meta
+            .visible_files()
+            .map(|f| FileEntry {
+                name: f.display_name(),
+                offset: f.offset,
+                size: f.length,
+            })
+            .collect();
+        let layout = Layout::new(meta.total_length, meta.piece_length, files)?;
+        Ok(TorrentProvider {
+            layout,
+            meta,
+            client,
+            cred,
+            seeds: Mutex::new(seeds),
+            next_seed: AtomicUsize::new(0),
+            bad: Mutex::new(HashSet::new()),
+        })
+    }
+
+    pub fn metainfo(&self) -> &Metainfo {
+        &self.meta
+    }
+
+    /// Pick a seed for `pieces`: round-robin over seeds that are not banned,
+    /// preferring ones not cooling down and not known bad for these pieces.
+    fn pick_seed(&self, pieces: &Range<u32>) -> Option<(usize, String, bool)> {
+        let seeds = self.seeds.lock().unwrap_or_else(|e| e.into_inner());
+        let bad = self.bad.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let n = seeds.len();
+        let start = self.next_seed.fetch_add(1, Ordering::Relaxed);
+        let mut fallback = None;
+        for k in 0..n {
+            let i = (start + k) % n;
+            let s = &seeds[i];
+            if s.banned || pieces.clone().any(|p| bad.contains(&(i, p))) {
+                continue;
+            }
+            if s.cooldown_until.is_some_and(|t| t > now) {
+                fallback.get_or_insert(i);
+                continue;
+            }
+            return Some((i, s.url.clone(), s.send_cred));
+        }
+        let i = fallback?;
+        Some((i, seeds[i].url.clone(), seeds[i].send_cred))
+    }
+
+    fn live_seeds(&self) -> usize {
+        let seeds = self.seeds.lock().unwrap_or_else(|e| e.into_inner());
+        seeds.iter().filter(|s| !s.banned).count()
+    }
+
+    fn cool_down(&self, seed: usize) {
+        let mut seeds = self.seeds.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = seeds.get_mut(seed) {
+            s.cooldown_until = Some(Instant::now() + SEED_COOLDOWN);
+        }
+    }
+
+    /// A hash mismatch from `seed` on `piece`: ban the seed if another one
+    /// is left (true), else remember the bad pair (false).
+    fn on_bad_piece(&self, seed: usize, piece: u32) -> bool {
+        let mut seeds = self.seeds.lock().unwrap_or_else(|e| e.into_inner());
+        let others = seeds
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| *i != seed && !s.banned)
+            .count();
+        if others > 0 {
+            if let Some(s) = seeds.get_mut(seed) {
+                s.banned = true;
+            }
+            return true;
+        }
+        drop(seeds);
+        self.bad
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((seed, piece));
+        false
+    }
+
+    fn open_request(
+        &self,
+        req: &SeedRequest,
+        send_cred: bool,
+    ) -> std::result::Result<Box<dyn Read + Send + '_>, Fault> {
+        let range = req.file_offset..req.file_offset + req.len;
+        if req.url.starts_with("file:") {
+            let obj = FileObject::open(&req.url).map_err(Fault::permanent)?;
+            let mut buf = Vec::new();
+            obj.open_range(range)?
+                .read_to_end(&mut buf)
+                .map_err(|e| Fault::permanent(e.into()))?;
+            return Ok(Box::new(std::io::Cursor::new(buf)));
+        }
+        let cred = if send_cred { self.cred.as_ref() } else { None };
+        // A seed may hold a newer, longer file (archive.org): do not pin the
+        // total; the SHA-1 check is what guarantees the bytes.
+        let body = get_range(&self.client, &req.url, cred, range, None, None)?;
+        Ok(Box::new(body))
+    }
+}
+
+/// Fills piece buffers from a stream of bytes, hashing and delivering each
+/// piece when its last byte is in.
+struct PieceAssembler<'a> {
+    provider: &'a TorrentProvider,
+    seed: usize,
+    pos: u64,
+    piece: u32,
+    buf: Vec<u8>,
+    /// The seed served a bad piece and was banned: stop using it.
+    abandon: Option<Fault>,
+}
+
+impl PieceAssembler<'_> {
+    fn new(provider: &TorrentProvider, seed: usize, first: u32) -> PieceAssembler<'_> {
+        let r = provider.layout.piece_range(first);
+        PieceAssembler {
+            provider,
+            seed,
+            pos: r.start,
+            piece: first,
+            buf: vec![0u8; (r.end - r.start) as usize],
+            abandon: None,
+        }
+    }
+
+    fn piece_end(&self) -> u64 {
+        self.provider.layout.piece_range(self.piece).end
+    }
+
+    /// Skip to `to` (pad bytes, which stay zero), finishing pieces on the way.
+    fn skip_to(&mut self, to: u64, deliver: &mut dyn FnMut(u32, Result<Piece>)) {
+        while self.pos < to && self.abandon.is_none() {
+            let step = (to.min(self.piece_end())) - self.pos;
+            self.pos += step;
+            if self.pos == self.piece_end() {
+                self.finish_piece(deliver);
+            }
+        }
+    }
+
+    /// Read `len` bytes from `body` into the pieces.
+    fn fill(
+        &mut self,
+        body: &mut dyn Read,
+        len: u64,
+        deliver: &mut dyn FnMut(u32, Result<Piece>),
+    ) -> std::io::Result<()> {
+        let mut left = len;
+        while left > 0 && self.abandon.is_none() {
+            let start = self.provider.layout.piece_range(self.piece).start;
+            let n = left.min(self.piece_end() - self.pos);
+            let at = (self.pos - start) as usize;
+            body.read_exact(&mut self.buf[at..at + n as usize])?;
+            self.pos += n;
+            left -= n;
+            if self.pos == self.piece_end() {
+                self.finish_piece(deliver);
+            }
+        }
+        Ok(())
+    }
+
+    fn finish_piece(&mut self, deliver: &mut dyn FnMut(u32, Result<Piece>)) {
+        let piece = self.piece;
+        let want = self.provider.meta.piece_hashes.get(piece as usize);
+        let data = std::mem::take(&mut self.buf);
+        let ok = want.is_some_and(|w| Sha1::digest(&data).as_slice() == w.as_slice());
+        if ok {
+            deliver(piece, Ok(Arc::new(data)));
+        } else if self.provider.on_bad_piece(self.seed, piece) {
+            self.abandon = Some(Fault::transient(Error::io(format!(
+                "piece {piece} failed its SHA-1 check; web seed dropped, retrying another"
+            ))));
+            return;
+        } else {
+            deliver(
+                piece,
+                Err(Error::io(format!(
+                    "piece {piece} failed its SHA-1 check on every web seed \
+                     (the seeds serve different data than the torrent describes)"
+                ))),
+            );
+        }
+        self.piece += 1;
+        if self.piece < self.provider.layout.piece_count() {
+            let r = self.provider.layout.piece_range(self.piece);
+            self.buf = vec![0u8; (r.end - r.start) as usize];
+        }
+    }
+}
+
+impl PieceProvider for TorrentProvider {
+    fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    fn key(&self, piece: u32) -> PieceKey {
+        match self.meta.piece_hashes.get(piece as usize) {
+            Some(h) => PieceKey::Sha1(*h),
+            // Unreachable for a parsed metainfo; a distinct key keeps it safe.
+            None => PieceKey::Object(Arc::from("invalid-piece"), piece),
+        }
+    }
+
+    fn max_run(&self) -> u32 {
+        (MAX_REQUEST_BYTES / self.layout.piece_len()).max(1) as u32
+    }
+
+    fn fetch(
+        &self,
+        pieces: Range<u32>,
+        deliver: &mut dyn FnMut(u32, Result<Piece>),
+    ) -> std::result::Result<(), Fault> {
+        if pieces.is_empty() {
+            return Ok(());
+        }
+        let Some((seed, seed_url, send_cred)) = self.pick_seed(&pieces) else {
+            return Err(Fault::permanent(Error::io(format!(
+                "pieces {}-{}: no usable web seed left (all failed their SHA-1 checks)",
+                pieces.start,
+                pieces.end - 1
+            ))));
+        };
+        let bytes = self.layout.piece_range(pieces.start).start
+            ..self.layout.piece_range(pieces.end - 1).end;
+        let mut asm = PieceAssembler::new(self, seed, pieces.start);
+        for req in webseed::plan(&self.meta, &seed_url, bytes.clone()) {
+            asm.skip_to(req.stream_offset, deliver);
+            if let Some(f) = asm.abandon.take() {
+                return Err(f);
+            }
+            let mut body = match self.open_request(&req, send_cred) {
+                Ok(b) => b,
+                Err(f) => {
+                    if f.transient && self.live_seeds() > 1 {
+                        self.cool_down(seed);
+                    }
+                    return Err(with_seed(f, &seed_url));
+                }
+            };
+            let range = req.file_offset..req.file_offset + req.len;
+            if let Err(e) = asm.fill(&mut body, req.len, deliver) {
+                if self.live_seeds() > 1 {
+                    self.cool_down(seed);
+                }
+                return Err(with_seed(body_fault(e, &range), &seed_url));
+            }
+            if let Some(f) = asm.abandon.take() {
+                return Err(f);
+            }
+        }
+        asm.skip_to(bytes.end, deliver);
+        match asm.abandon.take() {
+            Some(f) => Err(f),
+            None => Ok(()),
+        }
+    }
+}
+
+fn with_seed(f: Fault, seed: &str) -> Fault {
+    Fault {
+        error: f.error.context(format!("web seed {}", redact_url(seed))),
+        ..f
+    }
+}

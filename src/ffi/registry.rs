@@ -1,0 +1,108 @@
+//! Live handles, by token.
+//!
+//! A `GTIO *` given to C is a number from a counter, never an address, and
+//! is never reused: looking it up is the only thing the library does with
+//! it. A closed handle, a handle from before `gtio_lib_fini`, a parent's
+//! handle in a fork child, or a pointer that never came from gtio all miss
+//! the registry and give `EBADF`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use super::types::{GTIO, GTIO_Dir};
+use crate::dataset::FileEntry;
+use crate::{Dataset, Error, Result};
+
+/// Tokens start high and step by 16 so they look like aligned pointers to
+/// tools that check, and never collide with small integers or NULL.
+const TOKEN_BASE: usize = 0x6710_0000;
+const TOKEN_STEP: usize = 16;
+
+static NEXT_TOKEN: AtomicUsize = AtomicUsize::new(0);
+
+fn next_token() -> usize {
+    TOKEN_BASE + NEXT_TOKEN.fetch_add(1, Ordering::Relaxed) * TOKEN_STEP
+}
+
+type Table<T> = RwLock<HashMap<usize, (u32, T)>>;
+
+static DATASETS: std::sync::LazyLock<Table<Arc<Dataset>>> =
+    std::sync::LazyLock::new(|| RwLock::new(HashMap::new()));
+static DIRS: std::sync::LazyLock<Table<Arc<Mutex<DirCursor>>>> =
+    std::sync::LazyLock::new(|| RwLock::new(HashMap::new()));
+
+/// What `gtio_readdir` walks.
+pub struct DirCursor {
+    pub files: Vec<FileEntry>,
+    pub next: usize,
+}
+
+fn bad_dir() -> Error {
+    Error::new(libc::EBADF, "bad directory handle: closed, or not from gtio_opendir")
+}
+
+pub fn insert_dataset(ds: Dataset) -> *mut GTIO {
+    let token = next_token();
+    DATASETS
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(token, (std::process::id(), Arc::new(ds)));
+    std::ptr::without_provenance_mut(token)
+}
+
+pub fn dataset(h: *mut GTIO) -> Result<Arc<Dataset>> {
+    let table = DATASETS.read().unwrap_or_else(|e| e.into_inner());
+    match table.get(&h.addr()) {
+        Some((pid, ds)) if *pid == std::process::id() => Ok(Arc::clone(ds)),
+        _ => Err(Error::bad_handle()),
+    }
+}
+
+pub fn remove_dataset(h: *mut GTIO) -> Result<Arc<Dataset>> {
+    let mut table = DATASETS.write().unwrap_or_else(|e| e.into_inner());
+    match table.remove(&h.addr()) {
+        Some((pid, ds)) if pid == std::process::id() => Ok(ds),
+        // A parent's handle in a fork child: not ours to close.
+        Some(_) | None => Err(Error::bad_handle()),
+    }
+}
+
+pub fn insert_dir(cursor: DirCursor) -> *mut GTIO_Dir {
+    let token = next_token();
+    DIRS.write()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(token, (std::process::id(), Arc::new(Mutex::new(cursor))));
+    std::ptr::without_provenance_mut(token)
+}
+
+pub fn dir(d: *mut GTIO_Dir) -> Result<Arc<Mutex<DirCursor>>> {
+    let table = DIRS.read().unwrap_or_else(|e| e.into_inner());
+    match table.get(&d.addr()) {
+        Some((pid, c)) if *pid == std::process::id() => Ok(Arc::clone(c)),
+        _ => Err(bad_dir()),
+    }
+}
+
+pub fn remove_dir(d: *mut GTIO_Dir) -> Result<()> {
+    let mut table = DIRS.write().unwrap_or_else(|e| e.into_inner());
+    match table.remove(&d.addr()) {
+        Some((pid, _)) if pid == std::process::id() => Ok(()),
+        _ => Err(bad_dir()),
+    }
+}
+
+/// Take every handle of this process out of the registry (`gtio_lib_fini`).
+pub fn drain_all() -> Vec<Arc<Dataset>> {
+    DIRS.write().unwrap_or_else(|e| e.into_inner()).clear();
+    let mut table = DATASETS.write().unwrap_or_else(|e| e.into_inner());
+    let pid = std::process::id();
+    let mine: Vec<usize> = table
+        .iter()
+        .filter(|(_, (p, _))| *p == pid)
+        .map(|(k, _)| *k)
+        .collect();
+    mine.into_iter()
+        .filter_map(|k| table.remove(&k).map(|(_, ds)| ds))
+        .collect()
+}

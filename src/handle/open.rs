@@ -1,0 +1,139 @@
+//! Opening datasets: what a URI or a buffer turns into.
+//!
+//! A URI whose path ends in `.torrent`, or an HTTP object served as
+//! `application/x-bittorrent`, is a torrent: its metainfo is fetched and the
+//! dataset is the torrent's files. Anything else is a plain object.
+//! A downloaded metainfo is [`Origin::Remote`]: it may not name `file://`
+//! web seeds, and the credential goes only to seeds on the host it was
+//! given for.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use super::Dataset;
+use crate::dataset::metainfo::{self, MAX_METAINFO_BYTES};
+use crate::dataset::object::{uri_basename, ObjectProvider};
+use crate::dataset::torrent::{Origin, TorrentProvider};
+use crate::error::redact_url;
+use crate::runtime;
+use crate::source::file::{path_of_file_uri, FileObject};
+use crate::source::http::{HttpObject, HttpRequest, Secret};
+use crate::source::RangeSource;
+use crate::{Error, Result};
+
+impl Dataset {
+    /// Open a dataset by URI (`http://`, `https://`, `file://`): a torrent
+    /// when the path ends in `.torrent` or the server says
+    /// `application/x-bittorrent`, else a plain object. `cred` is sent as
+    /// `Authorization` to the URI's host only.
+    pub fn open(uri: &str, cred: Option<&str>) -> Result<Dataset> {
+        let rt = runtime::get()?;
+        let secret = cred.map(Secret::new);
+        let scheme = uri
+            .split_once("://")
+            .map(|(s, _)| s.to_ascii_lowercase())
+            .ok_or_else(|| {
+                Error::invalid("not a URI: expected http://, https:// or file:// followed by a path")
+            })?;
+        let path = uri.split(['?', '#']).next().unwrap_or("");
+        let named_torrent = path.to_ascii_lowercase().ends_with(".torrent");
+        let block = rt.config().block_size;
+        match scheme.as_str() {
+            "file" => {
+                if named_torrent {
+                    let bytes = read_local_metainfo(uri)?;
+                    return Dataset::from_metainfo(&bytes, Origin::Local, secret, None);
+                }
+                let obj = FileObject::open(uri)?;
+                Dataset::from_object(Box::new(obj), uri, block)
+            }
+            "http" | "https" => {
+                if named_torrent {
+                    return Dataset::open_remote_torrent(uri, secret);
+                }
+                let obj = HttpObject::open(rt.http(), uri, secret.as_ref())?;
+                if obj.is_torrent() {
+                    return Dataset::open_remote_torrent(uri, secret);
+                }
+                Dataset::from_object(Box::new(obj), uri, block)
+            }
+            other => Err(Error::invalid(format!(
+                "unsupported URI scheme {other:?}: use http://, https:// or file://"
+            ))),
+        }
+    }
+
+    /// Open a torrent from its metainfo bytes (copied: the caller may free
+    /// the buffer at once). `cred` goes to every web seed it names.
+    pub fn open_gto(metainfo: &[u8], cred: Option<&str>) -> Result<Dataset> {
+        Dataset::from_metainfo(metainfo, Origin::Local, cred.map(Secret::new), None)
+    }
+
+    fn from_object(source: Box<dyn RangeSource>, uri: &str, block: u32) -> Result<Dataset> {
+        let rt = runtime::get()?;
+        let provider = ObjectProvider::new(source, uri_basename(uri), block)?;
+        Ok(Dataset::new(rt, Arc::new(provider)))
+    }
+
+    fn from_metainfo(
+        bytes: &[u8],
+        origin: Origin,
+        cred: Option<Secret>,
+        cred_host: Option<&str>,
+    ) -> Result<Dataset> {
+        let rt = runtime::get()?;
+        let meta = metainfo::parse(bytes)?;
+        let provider =
+            TorrentProvider::new(meta, origin, Arc::clone(rt.http()), cred, cred_host)?;
+        Ok(Dataset::new(rt, Arc::new(provider)))
+    }
+
+    fn open_remote_torrent(uri: &str, cred: Option<Secret>) -> Result<Dataset> {
+        let rt = runtime::get()?;
+        let what = format!("GET {}", redact_url(uri));
+        let resp = rt
+            .http()
+            .send(&HttpRequest {
+                method: "GET",
+                url: uri,
+                range: None,
+                if_range: None,
+                cred: cred.as_ref(),
+            })
+            .map_err(|f| f.error)?;
+        if resp.status != 200 {
+            return Err(resp.status_fault(&what).error);
+        }
+        let bytes = resp
+            .body_bounded(MAX_METAINFO_BYTES as u64)
+            .map_err(|e| e.context(&what))?;
+        let host = url::Url::parse(uri)
+            .map(|u| {
+                format!(
+                    "{}:{}",
+                    u.host_str().unwrap_or(""),
+                    u.port_or_known_default().unwrap_or(0)
+                )
+            })
+            .unwrap_or_default();
+        Dataset::from_metainfo(&bytes, Origin::Remote, cred, Some(&host))
+            .map_err(|e| e.context(format!("torrent {}", redact_url(uri))))
+    }
+}
+
+fn read_local_metainfo(uri: &str) -> Result<Vec<u8>> {
+    let path = path_of_file_uri(uri)?;
+    let file = std::fs::File::open(&path)
+        .map_err(|e| Error::from(e).context(format!("opening {}", path.display())))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_METAINFO_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::from(e).context(format!("reading {}", path.display())))?;
+    if bytes.len() > MAX_METAINFO_BYTES {
+        return Err(Error::invalid(format!(
+            "{} is larger than the 64 MiB metainfo limit",
+            path.display()
+        )));
+    }
+    Ok(bytes)
+}
