@@ -147,7 +147,11 @@ pub fn redact_url(url: &str) -> String {
         None => (rest, ""),
     };
     let host = authority.rsplit('@').next().unwrap_or(authority);
-    let elided = if end < url.len() - scheme.len() - 3 { "?…" } else { "" };
+    let elided = if end < url.len() - scheme.len() - 3 {
+        "?…"
+    } else {
+        ""
+    };
     format!("{scheme}://{host}{path}{elided}")
 }
 

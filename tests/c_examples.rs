@@ -18,7 +18,9 @@ const FILE_NAME: &str = "data.bin";
 fn examples_dir() -> PathBuf {
     match std::env::var_os("GTIO_EXAMPLES_DIR") {
         Some(d) => PathBuf::from(d),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join("examples"),
+        None => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("target")
+            .join("examples"),
     }
 }
 
@@ -44,7 +46,11 @@ fn fixture() -> Fixture {
     let local = dir.join(FILE_NAME);
     std::fs::write(&local, test_data(FILE_LEN, 0x67_74_69_6f)).unwrap();
     let ngx = Nginx::start(&dir);
-    Fixture { ngx, local, _dir: dir }
+    Fixture {
+        ngx,
+        local,
+        _dir: dir,
+    }
 }
 
 /// Run target/examples/NAME with args (under valgrind when asked); panic with its
@@ -73,7 +79,9 @@ fn run_example(name: &str, args: &[&str], envs: &[(&str, &Path)]) {
     let (out_path, err_path) = (out_dir.join("stdout"), out_dir.join("stderr"));
     cmd.stdout(std::fs::File::create(&out_path).unwrap());
     cmd.stderr(std::fs::File::create(&err_path).unwrap());
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
     let start = Instant::now();
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
@@ -111,7 +119,11 @@ fn run_https(name: &str) {
     let f = fixture();
     let url = f.ngx.tls_url(FILE_NAME);
     let ca = f.ngx.ca_cert();
-    run_example(name, &[&url, f.local.to_str().unwrap()], &[("GTIO_CA_BUNDLE", &ca)]);
+    run_example(
+        name,
+        &[&url, f.local.to_str().unwrap()],
+        &[("GTIO_CA_BUNDLE", &ca)],
+    );
 }
 
 fn run_file(name: &str) {

@@ -221,11 +221,29 @@ mod tests {
         ring.reserve().unwrap();
         ring.reserve().unwrap();
         assert_eq!(ring.reserve().unwrap_err().errno(), libc::EAGAIN);
-        ring.post(Completion { user_data: 1, result: 5 });
-        ring.post(Completion { user_data: 2, result: -4 });
-        assert_eq!(ring.drain(1), vec![Completion { user_data: 1, result: 5 }]);
+        ring.post(Completion {
+            user_data: 1,
+            result: 5,
+        });
+        ring.post(Completion {
+            user_data: 2,
+            result: -4,
+        });
+        assert_eq!(
+            ring.drain(1),
+            vec![Completion {
+                user_data: 1,
+                result: 5
+            }]
+        );
         ring.reserve().unwrap();
-        assert_eq!(ring.drain(10), vec![Completion { user_data: 2, result: -4 }]);
+        assert_eq!(
+            ring.drain(10),
+            vec![Completion {
+                user_data: 2,
+                result: -4
+            }]
+        );
         assert!(ring.drain(10).is_empty());
     }
 
@@ -233,15 +251,25 @@ mod tests {
     fn eventfd_signals_until_drained() {
         let ring = Ring::new(8).unwrap();
         let readable = |r: &Ring| {
-            let mut p = libc::pollfd { fd: r.fd(), events: libc::POLLIN, revents: 0 };
+            let mut p = libc::pollfd {
+                fd: r.fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
             // SAFETY: one valid pollfd, zero timeout.
             unsafe { libc::poll(&mut p, 1, 0) == 1 }
         };
         assert!(!readable(&ring));
         ring.reserve().unwrap();
         ring.reserve().unwrap();
-        ring.post(Completion { user_data: 1, result: 0 });
-        ring.post(Completion { user_data: 2, result: 0 });
+        ring.post(Completion {
+            user_data: 1,
+            result: 0,
+        });
+        ring.post(Completion {
+            user_data: 2,
+            result: 0,
+        });
         assert!(readable(&ring));
         assert_eq!(ring.drain(1).len(), 1);
         assert!(readable(&ring), "one left: still signalled");
@@ -252,7 +280,9 @@ mod tests {
     #[test]
     fn each_thread_has_its_own_ring() {
         let a = current(4).unwrap();
-        let b = std::thread::spawn(|| current(4).unwrap().id()).join().unwrap();
+        let b = std::thread::spawn(|| current(4).unwrap().id())
+            .join()
+            .unwrap();
         assert_ne!(a.id(), b);
         assert_eq!(current(4).unwrap().id(), a.id());
     }

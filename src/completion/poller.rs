@@ -113,8 +113,7 @@ fn run(mut poll: Poll, stop: Arc<AtomicBool>, dispatch: Dispatch) {
         for ev in events.iter() {
             if ev.token() == WAKE {
                 rescan = true;
-            } else if let Some(ring) = watched.get(&(ev.token().0 as u64)).and_then(Weak::upgrade)
-            {
+            } else if let Some(ring) = watched.get(&(ev.token().0 as u64)).and_then(Weak::upgrade) {
                 ready.push(ring);
             }
         }
@@ -127,7 +126,11 @@ fn run(mut poll: Poll, stop: Arc<AtomicBool>, dispatch: Dispatch) {
                 let fd = ring.fd();
                 if poll
                     .registry()
-                    .register(&mut SourceFd(&fd), Token(ring.id() as usize), Interest::READABLE)
+                    .register(
+                        &mut SourceFd(&fd),
+                        Token(ring.id() as usize),
+                        Interest::READABLE,
+                    )
                     .is_ok()
                 {
                     watched.insert(ring.id(), Arc::downgrade(&ring));

@@ -5,7 +5,7 @@
 
 use std::ffi::c_void;
 
-use super::types::{gtio_usercb_t, gtio_usercomp_t, GTIO, GTIO_Error};
+use super::types::{gtio_usercb_t, gtio_usercomp_t, GTIO_Error, GTIO};
 use super::{ffi_guard, non_null, registry};
 use crate::completion::{self, Completion};
 use crate::engine::request::ReadTarget;
@@ -102,7 +102,13 @@ pub extern "C" fn gtio_pread_async(
             len: count,
         });
         let background = flags & crate::ffi::types::GTIO_READ_BACKGROUND != 0;
-        ds.pread_async(offset, count, target, background, ucb.expose_provenance() as u64)?;
+        ds.pread_async(
+            offset,
+            count,
+            target,
+            background,
+            ucb.expose_provenance() as u64,
+        )?;
         Ok(0)
     })
 }
@@ -155,8 +161,7 @@ pub extern "C" fn gtio_poll(ucps: *mut gtio_usercomp_t, max: i32) -> i32 {
 pub extern "C" fn gtio_poll_fd() -> i32 {
     let result = ffi_guard!("gtio_poll_fd", std::ptr::null_mut(), -libc::EIO, {
         let rt = runtime::get()?;
-        let ring = completion::current(rt.config().ring_entries as usize)
-            .map_err(|e| -> Error { e })?;
+        let ring = completion::current(rt.config().ring_entries as usize)?;
         Ok(ring.fd())
     });
     if result < 0 {

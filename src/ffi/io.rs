@@ -2,7 +2,7 @@
 
 use std::ffi::{c_char, c_void, CStr};
 
-use super::types::{GTIO, GTIO_Error};
+use super::types::{GTIO_Error, GTIO};
 use super::{ffi_guard, non_null, registry};
 use crate::{Dataset, Error, Result, Whence};
 
@@ -141,7 +141,11 @@ pub extern "C" fn gtio_lseek(
             libc::SEEK_SET => Whence::Set,
             libc::SEEK_CUR => Whence::Current,
             libc::SEEK_END => Whence::End,
-            w => return Err(Error::invalid(format!("bad whence {w}: use SEEK_SET, SEEK_CUR or SEEK_END"))),
+            w => {
+                return Err(Error::invalid(format!(
+                    "bad whence {w}: use SEEK_SET, SEEK_CUR or SEEK_END"
+                )))
+            }
         };
         Ok(ds.seek(offset, whence)? as i64)
     })

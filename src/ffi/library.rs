@@ -96,11 +96,10 @@ pub extern "C" fn gtio_lib_fini(err: *mut GTIO_Error) -> i32 {
 /// The library's version, e.g. "0.1.0": a static string, never freed.
 #[no_mangle]
 pub extern "C" fn gtio_version() -> *const c_char {
-    static VERSION: &CStr = match CStr::from_bytes_with_nul(
-        concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes(),
-    ) {
-        Ok(v) => v,
-        Err(_) => c"unknown",
-    };
+    static VERSION: &CStr =
+        match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
+            Ok(v) => v,
+            Err(_) => c"unknown",
+        };
     VERSION.as_ptr()
 }

@@ -5,7 +5,9 @@ use std::ffi::{c_char, c_void, CString};
 use std::sync::Mutex;
 
 use super::io::cred_arg;
-use super::types::{copy_c_string, GTIO_Dir, GTIO_Dirent, GTIO_Error, GTIO_FileInfo, GTIO, GTIO_NAME_MAX};
+use super::types::{
+    copy_c_string, GTIO_Dir, GTIO_Dirent, GTIO_Error, GTIO_FileInfo, GTIO, GTIO_NAME_MAX,
+};
 use super::{ffi_guard, non_null, registry};
 use crate::dataset::metainfo::MAX_METAINFO_BYTES;
 use crate::{Dataset, Error};
@@ -136,7 +138,11 @@ pub extern "C" fn gtio_opendir(gtio: *mut GTIO, err: *mut GTIO_Error) -> *mut GT
 /// GTIO_NAME_MAX bytes or more, which is skipped). Not for concurrent use
 /// of one cursor from several threads without locking.
 #[no_mangle]
-pub extern "C" fn gtio_readdir(dirp: *mut GTIO_Dir, ent: *mut GTIO_Dirent, err: *mut GTIO_Error) -> i32 {
+pub extern "C" fn gtio_readdir(
+    dirp: *mut GTIO_Dir,
+    ent: *mut GTIO_Dirent,
+    err: *mut GTIO_Error,
+) -> i32 {
     ffi_guard!("gtio_readdir", err, -1, {
         let cursor = registry::dir(dirp)?;
         non_null!(ent, "ent");
@@ -148,7 +154,10 @@ pub extern "C" fn gtio_readdir(dirp: *mut GTIO_Dir, ent: *mut GTIO_Dirent, err: 
         if f.name.len() >= GTIO_NAME_MAX {
             return Err(Error::new(
                 libc::ENAMETOOLONG,
-                format!("file name of {} bytes does not fit in GTIO_Dirent", f.name.len()),
+                format!(
+                    "file name of {} bytes does not fit in GTIO_Dirent",
+                    f.name.len()
+                ),
             ));
         }
         // SAFETY: ent checked non-NULL; the caller owns the GTIO_Dirent.

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use super::types::{GTIO, GTIO_Dir};
+use super::types::{GTIO_Dir, GTIO};
 use crate::dataset::FileEntry;
 use crate::{Dataset, Error, Result};
 
@@ -39,7 +39,10 @@ pub struct DirCursor {
 }
 
 fn bad_dir() -> Error {
-    Error::new(libc::EBADF, "bad directory handle: closed, or not from gtio_opendir")
+    Error::new(
+        libc::EBADF,
+        "bad directory handle: closed, or not from gtio_opendir",
+    )
 }
 
 pub fn insert_dataset(ds: Dataset) -> *mut GTIO {

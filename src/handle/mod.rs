@@ -78,7 +78,10 @@ impl Dataset {
             return Err(Error::bad_handle());
         }
         if self.runtime.engine().is_shut_down() {
-            return Err(Error::new(libc::EBADF, "gtio was shut down (gtio_lib_fini)"));
+            return Err(Error::new(
+                libc::EBADF,
+                "gtio was shut down (gtio_lib_fini)",
+            ));
         }
         Ok(())
     }
@@ -228,7 +231,11 @@ impl Dataset {
                 )
             })
             .collect();
-        if let Err(e) = self.runtime.engine().request(&self.provider, wants, !background) {
+        if let Err(e) = self
+            .runtime
+            .engine()
+            .request(&self.provider, wants, !background)
+        {
             // Nothing was queued: take the request back silently.
             self.pending
                 .lock()
@@ -269,9 +276,7 @@ impl Dataset {
         let half_cache = self.runtime.config().cache_bytes / 2;
         let range = self.provider.layout().clip(offset, len.min(half_cache));
         if !range.is_empty() {
-            self.runtime
-                .engine()
-                .prefetch(&self.provider, range, false);
+            self.runtime.engine().prefetch(&self.provider, range, false);
         }
         Ok(())
     }
@@ -308,7 +313,11 @@ impl Dataset {
             .unwrap_or_else(|e| e.into_inner())
             .on_read(range);
         if let Some(w) = window {
-            if !self.runtime.engine().prefetch(&self.provider, w.clone(), true) {
+            if !self
+                .runtime
+                .engine()
+                .prefetch(&self.provider, w.clone(), true)
+            {
                 self.readahead
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())

@@ -33,7 +33,9 @@ impl Dataset {
             .split_once("://")
             .map(|(s, _)| s.to_ascii_lowercase())
             .ok_or_else(|| {
-                Error::invalid("not a URI: expected http://, https:// or file:// followed by a path")
+                Error::invalid(
+                    "not a URI: expected http://, https:// or file:// followed by a path",
+                )
             })?;
         let path = uri.split(['?', '#']).next().unwrap_or("");
         let named_torrent = path.to_ascii_lowercase().ends_with(".torrent");
@@ -83,8 +85,7 @@ impl Dataset {
     ) -> Result<Dataset> {
         let rt = runtime::get()?;
         let meta = metainfo::parse(bytes)?;
-        let provider =
-            TorrentProvider::new(meta, origin, Arc::clone(rt.http()), cred, cred_host)?;
+        let provider = TorrentProvider::new(meta, origin, Arc::clone(rt.http()), cred, cred_host)?;
         Ok(Dataset::new(rt, Arc::new(provider)))
     }
 

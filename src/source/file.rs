@@ -42,7 +42,10 @@ impl FileObject {
     }
 
     fn check_unchanged(&self) -> std::result::Result<(), Fault> {
-        let meta = self.file.metadata().map_err(|e| Fault::permanent(e.into()))?;
+        let meta = self
+            .file
+            .metadata()
+            .map_err(|e| Fault::permanent(e.into()))?;
         if meta.len() != self.size || meta.modified().ok() != self.modified {
             return Err(Fault::permanent(Error::new(
                 libc::ESTALE,
@@ -109,7 +112,10 @@ impl RangeSource for FileObject {
         format!("file://{}#{}-{}", self.path.display(), self.size, mtime)
     }
 
-    fn open_range(&self, range: Range<u64>) -> std::result::Result<Box<dyn Read + Send + '_>, Fault> {
+    fn open_range(
+        &self,
+        range: Range<u64>,
+    ) -> std::result::Result<Box<dyn Read + Send + '_>, Fault> {
         self.check_unchanged()?;
         if range.end > self.size {
             return Err(Fault::permanent(Error::io("read past the end of the file")));
@@ -154,8 +160,14 @@ mod tests {
 
     #[test]
     fn file_uris() {
-        assert_eq!(path_of_file_uri("file:///a/b%20c").unwrap(), PathBuf::from("/a/b c"));
-        assert_eq!(path_of_file_uri("file://localhost/x").unwrap(), PathBuf::from("/x"));
+        assert_eq!(
+            path_of_file_uri("file:///a/b%20c").unwrap(),
+            PathBuf::from("/a/b c")
+        );
+        assert_eq!(
+            path_of_file_uri("file://localhost/x").unwrap(),
+            PathBuf::from("/x")
+        );
         assert!(path_of_file_uri("file://other/x").is_err());
         assert!(path_of_file_uri("file:///a%00b").is_err());
         assert!(path_of_file_uri("file:///a%zz").is_err());

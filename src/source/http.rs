@@ -257,7 +257,9 @@ impl HttpResponse {
             .read_to_end(&mut out)
             .map_err(|e| Error::from(e).context("reading response body"))?;
         if out.len() as u64 > limit {
-            return Err(Error::invalid(format!("response body larger than {limit} bytes")));
+            return Err(Error::invalid(format!(
+                "response body larger than {limit} bytes"
+            )));
         }
         Ok(out)
     }
@@ -280,7 +282,9 @@ impl Read for ExactBody {
         if self.remaining == 0 {
             return Ok(0);
         }
-        let want = buf.len().min(self.remaining.min(usize::MAX as u64) as usize);
+        let want = buf
+            .len()
+            .min(self.remaining.min(usize::MAX as u64) as usize);
         let n = self.inner.read(&mut buf[..want])?;
         if n == 0 {
             return Err(std::io::Error::new(
@@ -336,14 +340,19 @@ pub fn status_fault(status: u16, what: &str, retry_after: Option<&str>) -> Fault
             "access denied: check the credential passed to open",
         ),
         416 => (libc::EIO, false, "range not satisfiable"),
-        412 => (libc::ESTALE, false, "the object changed since it was opened"),
+        412 => (
+            libc::ESTALE,
+            false,
+            "the object changed since it was opened",
+        ),
         429 => (libc::EIO, true, "too many requests"),
         504 => (libc::ETIMEDOUT, true, "gateway timeout"),
         500..=599 => (libc::EIO, true, "server error"),
         _ => (libc::EIO, false, "unexpected status"),
     };
     Fault {
-        error: Error::new(errno, format!("{what}: HTTP {status} ({hint})")).with_http_status(status),
+        error: Error::new(errno, format!("{what}: HTTP {status} ({hint})"))
+            .with_http_status(status),
         transient,
         retry_after: retry_after
             .and_then(|v| v.trim().parse::<u64>().ok())
@@ -405,13 +414,12 @@ fn tls_config(cfg: &Config) -> Result<rustls::ClientConfig> {
     }
     if let Some(path) = &cfg.ca_bundle {
         use rustls_pki_types::pem::PemObject;
-        let certs = rustls_pki_types::CertificateDer::pem_file_iter(path).map_err(|e| {
-            Error::invalid(format!("ca_bundle {}: {e}", path.display()))
-        })?;
+        let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
+            .map_err(|e| Error::invalid(format!("ca_bundle {}: {e}", path.display())))?;
         let mut added = 0;
         for cert in certs {
-            let cert = cert
-                .map_err(|e| Error::invalid(format!("ca_bundle {}: {e}", path.display())))?;
+            let cert =
+                cert.map_err(|e| Error::invalid(format!("ca_bundle {}: {e}", path.display())))?;
             roots
                 .add(cert)
                 .map_err(|e| Error::invalid(format!("ca_bundle {}: {e}", path.display())))?;
@@ -444,8 +452,6 @@ pub struct HttpObject {
     content_type: Option<String>,
 }
 
-
-
 impl HttpObject {
     pub fn open(client: &Arc<HttpClient>, url: &str, cred: Option<&Secret>) -> Result<HttpObject> {
         let parsed = url::Url::parse(url)
@@ -464,7 +470,9 @@ impl HttpObject {
         let ranges_advertised = head
             .header("Accept-Ranges")
             .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("bytes")));
-        let length = head.header("Content-Length").and_then(|v| v.trim().parse::<u64>().ok());
+        let length = head
+            .header("Content-Length")
+            .and_then(|v| v.trim().parse::<u64>().ok());
         let content_type = head.header("Content-Type").map(str::to_string);
         let (size, validator) = match (head.status, length) {
             (200, Some(len)) if ranges_advertised => (len, validator_of(&head)),
@@ -494,7 +502,11 @@ impl HttpObject {
     /// True when the server labels the object as a torrent.
     pub fn is_torrent(&self) -> bool {
         self.content_type.as_deref().is_some_and(|t| {
-            t.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/x-bittorrent")
+            t.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("application/x-bittorrent")
         })
     }
 }
@@ -525,8 +537,9 @@ fn probe(client: &HttpClient, url: &str, cred: Option<&Secret>) -> Result<(u64, 
                 .header("Content-Range")
                 .and_then(parse_content_range)
                 .ok_or_else(|| Error::io(format!("{what}: 206 without a valid Content-Range")))?;
-            let total = total
-                .ok_or_else(|| Error::io(format!("{what}: server does not tell the object size")))?;
+            let total = total.ok_or_else(|| {
+                Error::io(format!("{what}: server does not tell the object size"))
+            })?;
             let validator = validator_of(&resp);
             // Drain the one byte so the connection goes back to the pool.
             let _ = resp.body_exact(1).read(&mut [0u8; 1]);
@@ -534,7 +547,10 @@ fn probe(client: &HttpClient, url: &str, cred: Option<&Secret>) -> Result<(u64, 
         }
         416 => {
             // An empty object has no byte 0.
-            match resp.header("Content-Range").and_then(parse_unsatisfied_range) {
+            match resp
+                .header("Content-Range")
+                .and_then(parse_unsatisfied_range)
+            {
                 Some(0) => Ok((0, validator_of(&resp))),
                 _ => Err(resp.status_fault(&what).error),
             }
@@ -599,7 +615,12 @@ pub fn get_range(
     validator: Option<&Validator>,
 ) -> std::result::Result<ExactBody, Fault> {
     debug_assert!(!range.is_empty());
-    let what = format!("GET {} bytes {}-{}", redact_url(url), range.start, range.end - 1);
+    let what = format!(
+        "GET {} bytes {}-{}",
+        redact_url(url),
+        range.start,
+        range.end - 1
+    );
     let resp = client.send(&HttpRequest {
         method: "GET",
         url,
@@ -613,18 +634,24 @@ pub fn get_range(
             format!("{what}: the object changed since it was opened ({why}); reopen it"),
         ))
     };
-    if let (Some(pinned), Some(now)) = (validator.and_then(|v| v.etag.as_deref()), resp.header("ETag")) {
-        if resp.status == 200 || resp.status == 206 {
-            if pinned != now {
-                return Err(stale("ETag differs"));
-            }
+    if let (Some(pinned), Some(now)) = (
+        validator.and_then(|v| v.etag.as_deref()),
+        resp.header("ETag"),
+    ) {
+        if (resp.status == 200 || resp.status == 206) && pinned != now {
+            return Err(stale("ETag differs"));
         }
     }
     match resp.status {
         206 => {
-            let ((a, b), total) = resp.header("Content-Range").and_then(parse_content_range).ok_or_else(|| {
-                Fault::transient(Error::io(format!("{what}: 206 without a valid Content-Range")))
-            })?;
+            let ((a, b), total) = resp
+                .header("Content-Range")
+                .and_then(parse_content_range)
+                .ok_or_else(|| {
+                    Fault::transient(Error::io(format!(
+                        "{what}: 206 without a valid Content-Range"
+                    )))
+                })?;
             if let (Some(t), Some(want)) = (total, expected_total) {
                 if t != want {
                     return Err(stale("size differs"));
@@ -651,7 +678,10 @@ pub fn get_range(
                 ))
             }
         }
-        416 => match resp.header("Content-Range").and_then(parse_unsatisfied_range) {
+        416 => match resp
+            .header("Content-Range")
+            .and_then(parse_unsatisfied_range)
+        {
             Some(t) if expected_total.is_some_and(|want| want != t) => Err(stale("size differs")),
             _ => Err(resp.status_fault(&what)),
         },
@@ -678,7 +708,10 @@ impl RangeSource for HttpObject {
         )
     }
 
-    fn open_range(&self, range: Range<u64>) -> std::result::Result<Box<dyn Read + Send + '_>, Fault> {
+    fn open_range(
+        &self,
+        range: Range<u64>,
+    ) -> std::result::Result<Box<dyn Read + Send + '_>, Fault> {
         let body = get_range(
             &self.client,
             &self.url,
@@ -697,13 +730,19 @@ mod tests {
 
     #[test]
     fn content_range_parsing() {
-        assert_eq!(parse_content_range("bytes 0-9/100"), Some(((0, 9), Some(100))));
+        assert_eq!(
+            parse_content_range("bytes 0-9/100"),
+            Some(((0, 9), Some(100)))
+        );
         assert_eq!(parse_content_range("bytes 5-5/*"), Some(((5, 5), None)));
         assert_eq!(parse_content_range("bytes 9-0/100"), None);
         assert_eq!(parse_content_range("bytes 0-100/100"), None);
         assert_eq!(parse_content_range("bytes -1-5/100"), None);
         assert_eq!(parse_content_range("items 0-1/2"), None);
-        assert_eq!(parse_content_range("bytes 0-99999999999999999999999/1"), None);
+        assert_eq!(
+            parse_content_range("bytes 0-99999999999999999999999/1"),
+            None
+        );
         assert_eq!(parse_unsatisfied_range("bytes */0"), Some(0));
         assert_eq!(parse_unsatisfied_range("bytes */x"), None);
     }
@@ -711,11 +750,17 @@ mod tests {
     #[test]
     fn authorization_header() {
         assert_eq!(Secret::new("tok").authorization(), "Bearer tok");
-        assert_eq!(Secret::new("Basic dXNlcg==").authorization(), "Basic dXNlcg==");
+        assert_eq!(
+            Secret::new("Basic dXNlcg==").authorization(),
+            "Basic dXNlcg=="
+        );
         assert_eq!(Secret::new("a b c").authorization(), "a b c");
         assert_eq!(Secret::new("to ken").authorization(), "to ken");
         assert_eq!(Secret::new(" tok").authorization(), "Bearer  tok");
-        assert_eq!(format!("{:?}", Secret::new("hunter2")), "Secret(<redacted>)");
+        assert_eq!(
+            format!("{:?}", Secret::new("hunter2")),
+            "Secret(<redacted>)"
+        );
     }
 
     #[test]

@@ -76,7 +76,12 @@ pub fn tempdir() -> TempDir {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
-        let path = base.join(format!("gtio-test-{}-{}-{:08x}", std::process::id(), n, nanos));
+        let path = base.join(format!(
+            "gtio-test-{}-{}-{:08x}",
+            std::process::id(),
+            n,
+            nanos
+        ));
         match std::fs::create_dir(&path) {
             Ok(()) => return TempDir { path },
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
@@ -159,7 +164,13 @@ impl Nginx {
                 .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
             match wait_ready(&mut child, &[port, tls_port]) {
                 Ok(()) => {
-                    return Nginx { port, tls_port, root, dir, child };
+                    return Nginx {
+                        port,
+                        tls_port,
+                        root,
+                        dir,
+                        child,
+                    };
                 }
                 Err(why) => {
                     let _ = child.kill();
@@ -177,12 +188,20 @@ impl Nginx {
 
     /// `http://127.0.0.1:PORT/path` (a leading `/` in `path` is optional).
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}/{}", self.port, path.trim_start_matches('/'))
+        format!(
+            "http://127.0.0.1:{}/{}",
+            self.port,
+            path.trim_start_matches('/')
+        )
     }
 
     /// `https://127.0.0.1:TLSPORT/path`; trust `ca_cert()` to verify it.
     pub fn tls_url(&self, path: &str) -> String {
-        format!("https://127.0.0.1:{}/{}", self.tls_port, path.trim_start_matches('/'))
+        format!(
+            "https://127.0.0.1:{}/{}",
+            self.tls_port,
+            path.trim_start_matches('/')
+        )
     }
 
     /// PEM of the test CA that signed the server's certificate (for `ca_bundle`).
@@ -266,7 +285,14 @@ fn spawn_now(cmd: &mut Command) -> std::io::Result<Child> {
     unsafe {
         cmd.pre_exec(move || {
             // async-signal-safe calls only
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
                 return Err(std::io::Error::last_os_error());
             }
             if libc::getppid() != parent {
@@ -319,7 +345,14 @@ subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
 ";
     std::fs::write(dir.join("openssl.cnf"), CNF).unwrap();
-    let ec = ["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out"];
+    let ec = [
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-out",
+    ];
     let mut a = ec.to_vec();
     a.push("ca.key");
     run_openssl(dir, &a);
@@ -328,21 +361,63 @@ authorityKeyIdentifier = keyid
     run_openssl(dir, &a);
     run_openssl(
         dir,
-        &["req", "-x509", "-new", "-key", "ca.key", "-config", "openssl.cnf", "-days", "3", "-out", "ca.pem"],
-    );
-    run_openssl(
-        dir,
-        &["req", "-new", "-key", "leaf.key", "-config", "openssl.cnf", "-subj", "/CN=127.0.0.1", "-out", "leaf.csr"],
-    );
-    let serial = format!(
-        "{}",
-        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1) | 1
+        &[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            "ca.key",
+            "-config",
+            "openssl.cnf",
+            "-days",
+            "3",
+            "-out",
+            "ca.pem",
+        ],
     );
     run_openssl(
         dir,
         &[
-            "x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-set_serial",
-            &serial, "-days", "3", "-extfile", "openssl.cnf", "-extensions", "leaf", "-out",
+            "req",
+            "-new",
+            "-key",
+            "leaf.key",
+            "-config",
+            "openssl.cnf",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-out",
+            "leaf.csr",
+        ],
+    );
+    let serial = format!(
+        "{}",
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+            | 1
+    );
+    run_openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-set_serial",
+            &serial,
+            "-days",
+            "3",
+            "-extfile",
+            "openssl.cnf",
+            "-extensions",
+            "leaf",
+            "-out",
             "leaf.pem",
         ],
     );

@@ -1,0 +1,294 @@
+//! Engine tests against an in-memory provider that counts fetches and can be
+//! told to fail or stall.
+
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::*;
+use crate::dataset::Layout;
+
+struct FakeProvider {
+    layout: Layout,
+    data: Vec<u8>,
+    id: Arc<str>,
+    fetches: AtomicUsize,
+    /// Fail this many fetch calls with a transient fault first.
+    transient_failures: AtomicU32,
+    /// Fail every fetch with a permanent fault.
+    permanent: bool,
+    /// Sleep in each fetch (to let requests pile up).
+    delay: Duration,
+    log: Mutex<Vec<Range<u32>>>,
+}
+
+impl FakeProvider {
+    fn new(len: usize, piece: u64) -> FakeProvider {
+        let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+        FakeProvider {
+            layout: Layout::new(len as u64, piece, vec![]).unwrap(),
+            data,
+            id: Arc::from(format!("fake-{}", NEXT.fetch_add(1, Ordering::Relaxed))),
+            fetches: AtomicUsize::new(0),
+            transient_failures: AtomicU32::new(0),
+            permanent: false,
+            delay: Duration::ZERO,
+            log: Mutex::new(vec![]),
+        }
+    }
+}
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+impl PieceProvider for FakeProvider {
+    fn layout(&self) -> &Layout {
+        &self.layout
+    }
+    fn key(&self, piece: u32) -> PieceKey {
+        PieceKey::Object(Arc::clone(&self.id), piece)
+    }
+    fn max_run(&self) -> u32 {
+        4
+    }
+    fn fetch(
+        &self,
+        pieces: Range<u32>,
+        deliver: &mut dyn FnMut(u32, Result<Piece, Error>),
+    ) -> Result<(), Fault> {
+        self.fetches.fetch_add(1, Ordering::SeqCst);
+        self.log.lock().unwrap().push(pieces.clone());
+        std::thread::sleep(self.delay);
+        if self.permanent {
+            return Err(Fault::permanent(Error::new(libc::ENOENT, "gone")));
+        }
+        if self
+            .transient_failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(Fault::transient(Error::io("flaky")));
+        }
+        for p in pieces {
+            let r = self.layout.piece_range(p);
+            deliver(
+                p,
+                Ok(Arc::new(
+                    self.data[r.start as usize..r.end as usize].to_vec(),
+                )),
+            );
+        }
+        Ok(())
+    }
+}
+
+fn config() -> Config {
+    Config {
+        workers: 4,
+        retries: 3,
+        cache_bytes: 1 << 20,
+        ..Config::default()
+    }
+    .normalized()
+}
+
+fn read_sync(
+    engine: &Engine,
+    p: &Arc<dyn PieceProvider>,
+    pieces: Range<u32>,
+) -> Vec<Result<Piece, Error>> {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let wants = pieces
+        .clone()
+        .enumerate()
+        .map(|(slot, piece)| {
+            (
+                piece,
+                Waiter::Sync {
+                    tx: tx.clone(),
+                    slot,
+                },
+            )
+        })
+        .collect();
+    drop(tx);
+    engine.request(p, wants, true).unwrap();
+    let mut out: Vec<Option<Result<Piece, Error>>> = vec![None; pieces.len()];
+    for _ in 0..pieces.len() {
+        let (slot, r) = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("piece arrives");
+        out[slot] = Some(r);
+    }
+    out.into_iter().map(Option::unwrap).collect()
+}
+
+#[test]
+fn pieces_arrive_with_the_right_bytes_and_runs_are_coalesced() {
+    let engine = Engine::start(&config());
+    let fake = Arc::new(FakeProvider::new(10_000, 1000));
+    let p: Arc<dyn PieceProvider> = fake.clone();
+    let got = read_sync(&engine, &p, 0..10);
+    for (i, r) in got.into_iter().enumerate() {
+        let piece = r.unwrap();
+        assert_eq!(&piece[..], &fake.data[i * 1000..(i + 1) * 1000]);
+    }
+    // 10 consecutive pieces, max_run 4: three jobs (4 + 4 + 2).
+    assert_eq!(fake.fetches.load(Ordering::SeqCst), 3);
+    // Second time: all cached, no fetch.
+    read_sync(&engine, &p, 0..10);
+    assert_eq!(fake.fetches.load(Ordering::SeqCst), 3);
+    engine.shutdown();
+}
+
+#[test]
+fn concurrent_requests_for_one_piece_start_one_download() {
+    let engine = Engine::start(&config());
+    let mut fake = FakeProvider::new(4000, 1000);
+    fake.delay = Duration::from_millis(100);
+    let fake = Arc::new(fake);
+    let p: Arc<dyn PieceProvider> = fake.clone();
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                let got = read_sync(&engine, &p, 2..3);
+                assert_eq!(&got[0].as_ref().unwrap()[..], &fake.data[2000..3000]);
+            });
+        }
+    });
+    assert_eq!(fake.fetches.load(Ordering::SeqCst), 1, "single flight");
+    engine.shutdown();
+}
+
+#[test]
+fn transient_faults_are_retried_and_permanent_ones_reported() {
+    let engine = Engine::start(&config());
+    let fake = Arc::new(FakeProvider::new(2000, 1000));
+    fake.transient_failures.store(2, Ordering::SeqCst);
+    let p: Arc<dyn PieceProvider> = fake.clone();
+    let got = read_sync(&engine, &p, 0..2);
+    assert!(got.iter().all(|r| r.is_ok()));
+    assert_eq!(engine.stats().retries, 2);
+
+    let mut gone = FakeProvider::new(2000, 1000);
+    gone.permanent = true;
+    let gone = Arc::new(gone);
+    let p: Arc<dyn PieceProvider> = gone.clone();
+    let got = read_sync(&engine, &p, 0..2);
+    for r in got {
+        assert_eq!(r.unwrap_err().errno(), libc::ENOENT);
+    }
+    assert_eq!(
+        gone.fetches.load(Ordering::SeqCst),
+        1,
+        "permanent: no retry"
+    );
+    engine.shutdown();
+}
+
+#[test]
+fn retries_stop_after_the_configured_count() {
+    let engine = Engine::start(&Config {
+        retries: 2,
+        ..config()
+    });
+    let fake = Arc::new(FakeProvider::new(1000, 1000));
+    fake.transient_failures.store(100, Ordering::SeqCst);
+    let p: Arc<dyn PieceProvider> = fake.clone();
+    let got = read_sync(&engine, &p, 0..1);
+    assert_eq!(got[0].as_ref().unwrap_err().errno(), libc::EIO);
+    assert_eq!(fake.fetches.load(Ordering::SeqCst), 3, "1 try + 2 retries");
+    engine.shutdown();
+}
+
+#[test]
+fn urgent_jobs_overtake_queued_readahead() {
+    // One worker, so the queue order is the fetch order.
+    let engine = Engine::start(&Config {
+        workers: 1,
+        ..config()
+    });
+    let mut fake = FakeProvider::new(100_000, 1000);
+    fake.delay = Duration::from_millis(20);
+    let fake = Arc::new(fake);
+    let p: Arc<dyn PieceProvider> = fake.clone();
+    // Occupy the worker, then queue readahead, then a demand read.
+    assert!(engine.prefetch(&p, 0..1000, false));
+    std::thread::sleep(Duration::from_millis(5));
+    assert!(engine.prefetch(&p, 10_000..30_000, false));
+    read_sync(&engine, &p, 90..91);
+    let log = fake.log.lock().unwrap().clone();
+    let demand = log.iter().position(|r| r.contains(&90)).unwrap();
+    let first_readahead = log
+        .iter()
+        .position(|r| r.contains(&10))
+        .unwrap_or(usize::MAX);
+    assert!(
+        demand < first_readahead,
+        "demand read served before queued readahead: {log:?}"
+    );
+    engine.shutdown();
+}
+
+#[test]
+fn demand_read_promotes_a_queued_readahead_job() {
+    let engine = Engine::start(&Config {
+        workers: 1,
+        ..config()
+    });
+    let mut fake = FakeProvider::new(100_000, 1000);
+    fake.delay = Duration::from_millis(20);
+    let fake = Arc::new(fake);
+    let p: Arc<dyn PieceProvider> = fake.clone();
+    assert!(engine.prefetch(&p, 0..1000, false));
+    std::thread::sleep(Duration::from_millis(5));
+    assert!(engine.prefetch(&p, 10_000..14_000, false)); // one job: pieces 10..14
+    assert!(engine.prefetch(&p, 50_000..54_000, false));
+    // Joins the queued 10..14 job, which must jump ahead of 50..54.
+    read_sync(&engine, &p, 11..12);
+    let log = fake.log.lock().unwrap().clone();
+    let joined = log.iter().position(|r| r.contains(&11)).unwrap();
+    let other = log
+        .iter()
+        .position(|r| r.contains(&50))
+        .unwrap_or(usize::MAX);
+    assert!(joined < other, "{log:?}");
+    assert_eq!(fake.fetches.load(Ordering::SeqCst), log.len());
+    engine.shutdown();
+}
+
+#[test]
+fn shutdown_fails_waiters_instead_of_hanging() {
+    let engine = Engine::start(&Config {
+        workers: 1,
+        ..config()
+    });
+    let mut fake = FakeProvider::new(100_000, 1000);
+    fake.delay = Duration::from_millis(200);
+    let p: Arc<dyn PieceProvider> = Arc::new(fake);
+    assert!(engine.prefetch(&p, 0..1000, false));
+    let (tx, rx) = crossbeam_channel::unbounded();
+    engine
+        .request(&p, vec![(50, Waiter::Sync { tx, slot: 0 })], true)
+        .unwrap();
+    engine.shutdown();
+    let (_, r) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(r.unwrap_err().errno(), libc::ECANCELED);
+    assert!(engine.request(&p, vec![], true).is_err());
+}
+
+#[test]
+fn backoff_grows_and_honours_retry_after() {
+    for attempt in 0..8 {
+        let d = backoff(attempt, None);
+        let base = (100u64 << attempt.min(6)).min(5000);
+        assert!(d >= Duration::from_millis(base / 2) && d <= Duration::from_millis(base));
+    }
+    assert_eq!(
+        backoff(0, Some(Duration::from_secs(2))),
+        Duration::from_secs(2)
+    );
+    assert_eq!(
+        backoff(0, Some(Duration::from_secs(99))),
+        Duration::from_secs(10)
+    );
+}
