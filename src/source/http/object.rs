@@ -1,0 +1,319 @@
+//! A plain HTTP object: size and validator pinned at open, bytes read by
+//! range with `If-Range`, and every answer checked to be the range asked for
+//! of the version pinned (`ESTALE` otherwise, never mixed bytes).
+
+use std::io::Read;
+use std::ops::Range;
+use std::sync::Arc;
+
+use super::{host_key, ExactBody, HttpClient, HttpRequest, HttpResponse, Secret};
+use crate::error::redact_url;
+use crate::source::{Fault, RangeSource, Validator};
+use crate::{Error, Result};
+
+/// A plain HTTP object: size and validator pinned at open.
+pub struct HttpObject {
+    client: Arc<HttpClient>,
+    url: String,
+    host: String,
+    cred: Option<Secret>,
+    size: u64,
+    validator: Validator,
+    content_type: Option<String>,
+}
+
+impl HttpObject {
+    pub fn open(client: &Arc<HttpClient>, url: &str, cred: Option<&Secret>) -> Result<HttpObject> {
+        let parsed = url::Url::parse(url)
+            .map_err(|_| Error::invalid(format!("bad URL {}", redact_url(url))))?;
+        let host = host_key(&parsed);
+        let head = client
+            .send(&HttpRequest {
+                method: "HEAD",
+                url,
+                range: None,
+                if_range: None,
+                cred,
+            })
+            .map_err(|f| f.error)?;
+        let what = format!("HEAD {}", redact_url(url));
+        let ranges_advertised = head
+            .header("Accept-Ranges")
+            .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("bytes")));
+        let length = head
+            .header("Content-Length")
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let content_type = head.header("Content-Type").map(str::to_string);
+        let (size, validator) = match (head.status, length) {
+            (200, Some(len)) if ranges_advertised => (len, validator_of(&head)),
+            (404 | 410 | 401, _) => return Err(head.status_fault(&what).error),
+            // HEAD refused (presigned GET-only URLs answer 403; some servers
+            // 405), or no length, or ranges not advertised: ask for one byte.
+            _ => {
+                drop(head);
+                probe(client, url, cred)?
+            }
+        };
+        Ok(HttpObject {
+            client: Arc::clone(client),
+            url: url.to_string(),
+            host,
+            cred: cred.cloned(),
+            size,
+            validator,
+            content_type,
+        })
+    }
+
+    pub fn validator(&self) -> &Validator {
+        &self.validator
+    }
+
+    /// True when the server labels the object as a torrent.
+    pub fn is_torrent(&self) -> bool {
+        self.content_type.as_deref().is_some_and(|t| {
+            t.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("application/x-bittorrent")
+        })
+    }
+}
+
+fn validator_of(resp: &HttpResponse) -> Validator {
+    Validator {
+        etag: resp.header("ETag").map(str::to_string),
+        last_modified: resp.header("Last-Modified").map(str::to_string),
+    }
+}
+
+/// `GET Range: bytes=0-0`: learns the size from `Content-Range` and whether
+/// ranges work at all.
+fn probe(client: &HttpClient, url: &str, cred: Option<&Secret>) -> Result<(u64, Validator)> {
+    let what = format!("GET {}", redact_url(url));
+    let resp = client
+        .send(&HttpRequest {
+            method: "GET",
+            url,
+            range: Some((0, 0)),
+            if_range: None,
+            cred,
+        })
+        .map_err(|f| f.error)?;
+    match resp.status {
+        206 => {
+            let (_, total) = resp
+                .header("Content-Range")
+                .and_then(parse_content_range)
+                .ok_or_else(|| Error::io(format!("{what}: 206 without a valid Content-Range")))?;
+            let total = total.ok_or_else(|| {
+                Error::io(format!("{what}: server does not tell the object size"))
+            })?;
+            let validator = validator_of(&resp);
+            // Drain the one byte so the connection goes back to the pool.
+            let _ = resp.body_exact(1).read(&mut [0u8; 1]);
+            Ok((total, validator))
+        }
+        416 => {
+            // An empty object has no byte 0.
+            match resp
+                .header("Content-Range")
+                .and_then(parse_unsatisfied_range)
+            {
+                Some(0) => Ok((0, validator_of(&resp))),
+                _ => Err(resp.status_fault(&what).error),
+            }
+        }
+        200 => Err(Error::new(
+            libc::EOPNOTSUPP,
+            format!(
+                "{what}: the server ignores Range requests (answered 200 to a range); \
+                 gtio reads by range and will not download the whole object"
+            ),
+        )
+        .with_http_status(200)),
+        _ => Err(resp.status_fault(&what).error),
+    }
+}
+
+/// `bytes a-b/total` → ((a, b), Some(total)); `total` may be `*`.
+pub fn parse_content_range(value: &str) -> Option<((u64, u64), Option<u64>)> {
+    let rest = value.trim().strip_prefix("bytes")?.trim_start();
+    let (span, total) = rest.split_once('/')?;
+    let (a, b) = span.split_once('-')?;
+    let a: u64 = parse_digits(a)?;
+    let b: u64 = parse_digits(b)?;
+    if b < a {
+        return None;
+    }
+    let total = match total.trim() {
+        "*" => None,
+        t => {
+            let t = parse_digits(t)?;
+            if b >= t {
+                return None;
+            }
+            Some(t)
+        }
+    };
+    Some(((a, b), total))
+}
+
+/// `bytes */total` (a 416's Content-Range) → total.
+pub fn parse_unsatisfied_range(value: &str) -> Option<u64> {
+    let rest = value.trim().strip_prefix("bytes")?.trim_start();
+    parse_digits(rest.strip_prefix("*/")?)
+}
+
+fn parse_digits(s: &str) -> Option<u64> {
+    let s = s.trim();
+    if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// GET a byte range and check that the answer is that range of the pinned
+/// version. `expected_total` is the object size we believe in.
+pub fn get_range(
+    client: &HttpClient,
+    url: &str,
+    cred: Option<&Secret>,
+    range: Range<u64>,
+    expected_total: Option<u64>,
+    validator: Option<&Validator>,
+) -> std::result::Result<ExactBody, Fault> {
+    debug_assert!(!range.is_empty());
+    let what = format!(
+        "GET {} bytes {}-{}",
+        redact_url(url),
+        range.start,
+        range.end - 1
+    );
+    let resp = client.send(&HttpRequest {
+        method: "GET",
+        url,
+        range: Some((range.start, range.end - 1)),
+        if_range: validator.and_then(|v| v.if_range()),
+        cred,
+    })?;
+    let stale = |why: &str| {
+        Fault::permanent(Error::new(
+            libc::ESTALE,
+            format!("{what}: the object changed since it was opened ({why}); reopen it"),
+        ))
+    };
+    if let (Some(pinned), Some(now)) = (
+        validator.and_then(|v| v.etag.as_deref()),
+        resp.header("ETag"),
+    ) {
+        if (resp.status == 200 || resp.status == 206) && pinned != now {
+            return Err(stale("ETag differs"));
+        }
+    }
+    match resp.status {
+        206 => {
+            let ((a, b), total) = resp
+                .header("Content-Range")
+                .and_then(parse_content_range)
+                .ok_or_else(|| {
+                    Fault::transient(Error::io(format!(
+                        "{what}: 206 without a valid Content-Range"
+                    )))
+                })?;
+            if let (Some(t), Some(want)) = (total, expected_total) {
+                if t != want {
+                    return Err(stale("size differs"));
+                }
+            }
+            if (a, b) != (range.start, range.end - 1) {
+                return Err(Fault::transient(Error::io(format!(
+                    "{what}: server answered bytes {a}-{b} instead"
+                ))));
+            }
+            Ok(resp.body_exact(range.end - range.start))
+        }
+        200 => {
+            if validator.and_then(|v| v.if_range()).is_some() {
+                // If-Range did not match: the server sends the whole new version.
+                Err(stale("If-Range did not match"))
+            } else {
+                Err(Fault::permanent(
+                    Error::new(
+                        libc::EOPNOTSUPP,
+                        format!("{what}: the server ignored the Range header (answered 200)"),
+                    )
+                    .with_http_status(200),
+                ))
+            }
+        }
+        416 => match resp
+            .header("Content-Range")
+            .and_then(parse_unsatisfied_range)
+        {
+            Some(t) if expected_total.is_some_and(|want| want != t) => Err(stale("size differs")),
+            _ => Err(resp.status_fault(&what)),
+        },
+        _ => Err(resp.status_fault(&what)),
+    }
+}
+
+impl RangeSource for HttpObject {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn host(&self) -> &str {
+        &self.host
+    }
+
+    fn identity(&self) -> String {
+        format!(
+            "{}#{}#{}#{}",
+            self.url,
+            self.size,
+            self.validator.etag.as_deref().unwrap_or(""),
+            self.validator.last_modified.as_deref().unwrap_or("")
+        )
+    }
+
+    fn open_range(
+        &self,
+        range: Range<u64>,
+    ) -> std::result::Result<Box<dyn Read + Send + '_>, Fault> {
+        let body = get_range(
+            &self.client,
+            &self.url,
+            self.cred.as_ref(),
+            range,
+            Some(self.size),
+            Some(&self.validator),
+        )?;
+        Ok(Box::new(body))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range_parsing() {
+        assert_eq!(
+            parse_content_range("bytes 0-9/100"),
+            Some(((0, 9), Some(100)))
+        );
+        assert_eq!(parse_content_range("bytes 5-5/*"), Some(((5, 5), None)));
+        assert_eq!(parse_content_range("bytes 9-0/100"), None);
+        assert_eq!(parse_content_range("bytes 0-100/100"), None);
+        assert_eq!(parse_content_range("bytes -1-5/100"), None);
+        assert_eq!(parse_content_range("items 0-1/2"), None);
+        assert_eq!(
+            parse_content_range("bytes 0-99999999999999999999999/1"),
+            None
+        );
+        assert_eq!(parse_unsatisfied_range("bytes */0"), Some(0));
+        assert_eq!(parse_unsatisfied_range("bytes */x"), None);
+    }
+}
