@@ -235,10 +235,17 @@ pub fn get_range(
             Ok(resp.body_exact(range.end - range.start))
         }
         200 => {
-            if validator.and_then(|v| v.if_range()).is_some() {
-                // If-Range did not match: the server sends the whole new version.
-                Err(stale("If-Range did not match"))
-            } else {
+            // Either If-Range did not match (a new version: stale) or the
+            // server ignores ranges altogether (same version: unsupported).
+            let same_version = match validator {
+                None => true,
+                Some(v) => match (&v.etag, resp.header("ETag"), &v.last_modified) {
+                    (Some(pinned), Some(now), _) => pinned == now,
+                    (_, _, Some(lm)) => resp.header("Last-Modified").is_none_or(|now| now == lm),
+                    _ => true,
+                },
+            };
+            if same_version {
                 Err(Fault::permanent(
                     Error::new(
                         libc::EOPNOTSUPP,
@@ -246,6 +253,8 @@ pub fn get_range(
                     )
                     .with_http_status(200),
                 ))
+            } else {
+                Err(stale("a different version was sent"))
             }
         }
         416 => match resp
