@@ -18,6 +18,7 @@ pub mod handle;
 pub mod runtime;
 pub mod serve;
 pub mod source;
+pub mod tools;
 
 pub use config::Config;
 pub use error::{Error, Result};

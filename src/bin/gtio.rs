@@ -1,1 +1,309 @@
-fn main() {}
+//! `gtio`: the command-line tool. Argument parsing only; the work is done in
+//! `gtio::tools`.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+use gtio::tools::{self, cat::Selection, progress::Progress, Failure, Outcome};
+
+const EXAMPLES: &str = "\
+Examples:
+  gtio serve ./www --addr 127.0.0.1:8080          serve ./www over HTTP (Ctrl-C stops)
+  gtio create ./www/sample --web-seed http://127.0.0.1:8080/ -o sample.torrent
+  gtio ls sample.torrent                          files, offsets and sizes
+  gtio cat sample.torrent --file reads/a.txt --offset 100 --length 50
+  gtio cat https://example.org/data.bin | head -c 100
+  gtio get -d sample.torrent --range sample:0:1000 --file-range sample:reads/a.txt:0:10 -o out
+                                                  writes out/sample/range-0:1000 and
+                                                  out/sample/reads/a.txt-0:10
+
+A dataset is a .torrent file, a local file, or an http://, https:// or file://
+URI (a URI ending in .torrent, or served as application/x-bittorrent, is a
+torrent). In `get`, ID is the dataset's name as `gtio ls` prints it: the
+torrent's name, or the URI's last path segment.
+
+Exit status: 0 on success, 1 when an operation fails, 2 for a bad command line.";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "gtio",
+    version,
+    about = "Read byte ranges of remote datasets: HTTP(S) objects and BitTorrent torrents via web seeds",
+    after_help = EXAMPLES
+)]
+struct Cli {
+    /// Credential sent as `Authorization` to the dataset's host
+    /// (`Bearer TOKEN` unless it starts with a scheme word); default: $GTIO_CRED
+    #[arg(long, global = true, value_name = "TOKEN")]
+    cred: Option<String>,
+
+    /// No progress bar and no informational output
+    #[arg(short, long, global = true)]
+    quiet: bool,
+
+    /// PEM file of extra CA certificates to trust for https://; default: $GTIO_CA_BUNDLE
+    #[arg(long, global = true, value_name = "PEM")]
+    ca_bundle: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// List a dataset's files with their stream offsets and sizes
+    #[command(
+        after_help = "Example:\n  gtio ls sample.torrent\n  gtio ls --json http://127.0.0.1:8080/sample.torrent"
+    )]
+    Ls {
+        /// A .torrent file, a local file, or a URI
+        #[arg(value_name = "TORRENT-OR-URI")]
+        input: String,
+        /// One JSON object: {"name", "size", "files": [{"name", "offset", "size"}]}
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a dataset's bytes (or one file's) to stdout
+    #[command(
+        after_help = "Examples:\n  gtio cat sample.torrent --file reads/a.txt > a.txt\n  gtio cat http://127.0.0.1:8080/data.bin --offset 4096 --length 512 | xxd"
+    )]
+    Cat {
+        /// A .torrent file, a local file, or a URI
+        #[arg(value_name = "TORRENT-OR-URI")]
+        input: String,
+        /// Only this file of the dataset (its path as `gtio ls` prints it)
+        #[arg(long, value_name = "NAME")]
+        file: Option<String>,
+        /// Start here (bytes, relative to --file if given)
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        offset: u64,
+        /// At most this many bytes (default: to the end)
+        #[arg(long, value_name = "N")]
+        length: Option<u64>,
+    },
+    /// Fetch byte ranges of datasets into files, in parallel
+    #[command(after_help = "\
+Output names: OUTDIR/ID/range-START:LEN for --range, OUTDIR/ID/NAME-START:LEN
+for --file-range (NAME's '/' separators make subdirectories). Names that
+would leave OUTDIR ('..', absolute paths) are refused. Options repeat and
+ranges may overlap; every piece is fetched once.
+
+Example:
+  gtio get -d sample.torrent -d http://127.0.0.1:8080/data.bin \\
+      --range sample:0:1048576 --range sample:524288:1048576 \\
+      --file-range sample:reads/a.txt:100:50 --range data.bin:0:4096 -o out")]
+    Get {
+        /// Datasets to read from (.torrent files, local files or URIs)
+        #[arg(short = 'd', long = "dataset", value_name = "TORRENT-OR-URI", required = true, num_args = 1..)]
+        datasets: Vec<String>,
+        /// Bytes START..START+LEN of dataset ID's stream
+        #[arg(long = "range", value_name = "ID:START:LEN")]
+        ranges: Vec<String>,
+        /// Bytes START..START+LEN of file NAME of dataset ID
+        #[arg(long = "file-range", value_name = "ID:NAME:START:LEN")]
+        file_ranges: Vec<String>,
+        /// Where the outputs go (created if missing)
+        #[arg(
+            short = 'o',
+            long = "outdir",
+            value_name = "OUTDIR",
+            default_value = "."
+        )]
+        outdir: PathBuf,
+    },
+    /// Make a torrent of a file or directory, with BEP 19 web seeds
+    #[command(after_help = "\
+For a directory DIR named NAME, a web seed URL names the directory that holds
+NAME/ (files are fetched from URL/NAME/PATH); for a single file, the URL is
+the file itself, or its directory when it ends in '/'.
+
+Example:
+  gtio create ./www/sample --web-seed http://127.0.0.1:8080/ -l 18 -o sample.torrent")]
+    Create {
+        /// The file or directory tree to hash
+        path: PathBuf,
+        /// A web seed URL (repeat for several)
+        #[arg(long = "web-seed", value_name = "URL", required = true)]
+        web_seeds: Vec<String>,
+        /// Piece length as a power of two, 14 (16 KiB) to 28 (256 MiB); default: by size
+        #[arg(short = 'l', long = "piece-length", value_name = "LOG2",
+              value_parser = clap::value_parser!(u8).range(14..=28))]
+        piece_length_log2: Option<u8>,
+        /// Where to write the .torrent
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: PathBuf,
+    },
+    /// Serve a directory over HTTP with byte ranges (for demos and tests)
+    #[command(after_help = "\
+Prints the base URL on stdout (useful with port 0), runs until SIGINT/SIGTERM.
+
+Example:
+  gtio serve ./www --addr 127.0.0.1:8080")]
+    Serve {
+        /// The directory to serve
+        dir: PathBuf,
+        /// Address to listen on; port 0 picks a free port
+        #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:0")]
+        addr: SocketAddr,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    std::panic::set_hook(Box::new(|info| {
+        let _ = writeln!(std::io::stderr(), "gtio: internal error: {info}");
+    }));
+    let code = match std::panic::catch_unwind(move || run(cli)) {
+        Ok(Ok(())) => 0,
+        Ok(Err(f)) => {
+            let _ = writeln!(std::io::stderr(), "gtio: {f}");
+            f.exit_code
+        }
+        Err(_) => 1,
+    };
+    std::process::exit(code);
+}
+
+/// An informational line on stderr (not with --quiet).
+fn note(quiet: bool, line: impl std::fmt::Display) {
+    if !quiet {
+        let _ = writeln!(std::io::stderr(), "{line}");
+    }
+}
+
+/// A line on stdout; a reader that went away ends the program quietly.
+fn say(out: &mut impl Write, line: impl std::fmt::Display) -> Outcome {
+    match writeln!(out, "{line}").and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if tools::is_broken_pipe(&e) => std::process::exit(0),
+        Err(e) => Err(Failure::new("writing output", tools::input::io_message(&e))),
+    }
+}
+
+fn run(cli: Cli) -> Outcome {
+    let cred = cli
+        .cred
+        .or_else(|| std::env::var("GTIO_CRED").ok().filter(|c| !c.is_empty()));
+    let cred = cred.as_deref();
+    let quiet = cli.quiet;
+    let ca_bundle = cli
+        .ca_bundle
+        .or_else(|| std::env::var_os("GTIO_CA_BUNDLE").map(PathBuf::from));
+    if let Some(ca) = ca_bundle {
+        gtio::runtime::init(gtio::Config {
+            ca_bundle: Some(ca),
+            ..gtio::Config::default()
+        })
+        .map_err(|e| Failure::new("--ca-bundle", e))?;
+    }
+    match cli.command {
+        Command::Ls { input, json } => {
+            let ds = tools::input::open(&input, cred)?;
+            let mut out = tools::cat::stdout_file()?;
+            match tools::ls::ls(&ds, json, &mut out) {
+                Ok(()) => Ok(()),
+                Err(e) if tools::is_broken_pipe(&e) => Ok(()),
+                Err(e) => Err(Failure::new("writing output", tools::input::io_message(&e))),
+            }
+        }
+        Command::Cat {
+            input,
+            file,
+            offset,
+            length,
+        } => {
+            let ds = tools::input::open(&input, cred)?;
+            let sel = Selection {
+                file,
+                offset,
+                length,
+            };
+            let range = tools::cat::resolve(&ds, &sel)?;
+            let len = range.end - range.start;
+            let progress = Progress::new(len, !quiet && len >= 32 << 20);
+            let mut out = tools::cat::stdout_file()?;
+            tools::cat::cat(&ds, range, &mut out, &progress)
+        }
+        Command::Get {
+            datasets,
+            ranges,
+            file_ranges,
+            outdir,
+        } => get(&datasets, &ranges, &file_ranges, &outdir, cred, quiet),
+        Command::Create {
+            path,
+            web_seeds,
+            piece_length_log2,
+            output,
+        } => {
+            let created = tools::create::create(&path, &web_seeds, piece_length_log2, &output)?;
+            for w in &created.warnings {
+                note(quiet, format_args!("gtio: warning: {w}"));
+            }
+            if !quiet {
+                say(
+                    &mut std::io::stdout(),
+                    format_args!("wrote {}: {created}", output.display()),
+                )?;
+            }
+            Ok(())
+        }
+        Command::Serve { dir, addr } => {
+            let sig = tools::serve::serve(&dir, addr, |url| {
+                let mut out = std::io::stdout();
+                let _ = writeln!(out, "{url}");
+                let _ = out.flush();
+                note(
+                    quiet,
+                    format_args!("serving {} at {url} (Ctrl-C to stop)", dir.display()),
+                );
+            })?;
+            note(
+                quiet,
+                format_args!("stopped ({})", tools::serve::signal_name(sig)),
+            );
+            Ok(())
+        }
+    }
+}
+
+fn get(
+    inputs: &[String],
+    ranges: &[String],
+    file_ranges: &[String],
+    outdir: &Path,
+    cred: Option<&str>,
+    quiet: bool,
+) -> Outcome {
+    let started = Instant::now();
+    let datasets = inputs
+        .iter()
+        .map(|i| tools::input::open(i, cred))
+        .collect::<Outcome<Vec<_>>>()?;
+    let jobs = tools::get::plan(&datasets, ranges, file_ranges)?;
+    let total: u64 = jobs.iter().map(|j| j.len()).sum();
+    let progress = Progress::new(total, !quiet);
+    let mut stdout = std::io::stdout();
+    let mut said = Ok(());
+    tools::get::run(&datasets, &jobs, outdir, &progress, |path| {
+        if !quiet && said.is_ok() {
+            said = say(&mut stdout, path.display());
+        }
+    })?;
+    said?;
+    progress.finish();
+    let secs = started.elapsed().as_secs_f64();
+    let plural = if jobs.len() == 1 { "" } else { "s" };
+    note(
+        quiet,
+        format_args!(
+            "got {} file{plural} ({}) in {secs:.2} s",
+            jobs.len(),
+            tools::human_bytes(total)
+        ),
+    );
+    Ok(())
+}

@@ -10,6 +10,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use super::{FileEntry, Layout};
+use crate::engine::buffers::PieceBuf;
 use crate::engine::{Piece, PieceKey, PieceProvider};
 use crate::source::{Fault, RangeSource};
 use crate::{Error, Result};
@@ -68,7 +69,7 @@ impl PieceProvider for ObjectProvider {
         let mut body = self.source.open_range(bytes.clone())?;
         for piece in pieces {
             let len = self.layout.piece_range(piece).end - self.layout.piece_range(piece).start;
-            let mut buf = vec![0u8; len as usize];
+            let mut buf = PieceBuf::zeroed(len as usize);
             body.read_exact(&mut buf)
                 .map_err(|e| body_fault(e, &bytes))?;
             deliver(piece, Ok(Arc::new(buf)));

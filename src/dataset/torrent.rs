@@ -28,6 +28,7 @@ use sha1::{Digest, Sha1};
 use super::metainfo::Metainfo;
 use super::object::body_fault;
 use super::{FileEntry, Layout};
+use crate::engine::buffers::PieceBuf;
 use crate::engine::{Piece, PieceKey, PieceProvider};
 use crate::error::redact_url;
 use crate::source::http::{get_range, HttpClient, Secret};
@@ -151,10 +152,20 @@ impl TorrentProvider {
         let n = seeds.len();
         let start = self.next_seed.fetch_add(1, Ordering::Relaxed);
         let mut fallback = None;
+        // A seed known bad for some of these pieces is still the right one
+        // for the others (it is the last seed: it was not banned). Fetching
+        // from it delivers the good pieces and fails only the bad ones, each
+        // with its own "piece N failed its SHA-1 check" error, instead of
+        // failing the whole run.
+        let mut bad_fallback = None;
         for k in 0..n {
             let i = (start + k) % n;
             let s = &seeds[i];
-            if s.banned || pieces.clone().any(|p| bad.contains(&(i, p))) {
+            if s.banned {
+                continue;
+            }
+            if pieces.clone().any(|p| bad.contains(&(i, p))) {
+                bad_fallback.get_or_insert(i);
                 continue;
             }
             if s.cooldown_until.is_some_and(|t| t > now) {
@@ -231,7 +242,7 @@ struct PieceAssembler<'a> {
     seed: usize,
     pos: u64,
     piece: u32,
-    buf: Vec<u8>,
+    buf: PieceBuf,
     /// The seed served a bad piece and was banned: stop using it.
     abandon: Option<Fault>,
 }
@@ -244,7 +255,7 @@ impl PieceAssembler<'_> {
             seed,
             pos: r.start,
             piece: first,
-            buf: vec![0u8; (r.end - r.start) as usize],
+            buf: PieceBuf::zeroed((r.end - r.start) as usize),
             abandon: None,
         }
     }
@@ -289,8 +300,8 @@ impl PieceAssembler<'_> {
     fn finish_piece(&mut self, deliver: &mut dyn FnMut(u32, Result<Piece>)) {
         let piece = self.piece;
         let want = self.provider.meta.piece_hashes.get(piece as usize);
-        let data = std::mem::take(&mut self.buf);
-        let ok = want.is_some_and(|w| Sha1::digest(&data).as_slice() == w.as_slice());
+        let data = std::mem::replace(&mut self.buf, PieceBuf::from(Vec::new()));
+        let ok = want.is_some_and(|w| Sha1::digest(&data[..]).as_slice() == w.as_slice());
         if ok {
             deliver(piece, Ok(Arc::new(data)));
         } else if self.provider.on_bad_piece(self.seed, piece) {
@@ -310,7 +321,7 @@ impl PieceAssembler<'_> {
         self.piece += 1;
         if self.piece < self.provider.layout.piece_count() {
             let r = self.provider.layout.piece_range(self.piece);
-            self.buf = vec![0u8; (r.end - r.start) as usize];
+            self.buf = PieceBuf::zeroed((r.end - r.start) as usize);
         }
     }
 }

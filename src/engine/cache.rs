@@ -114,7 +114,7 @@ mod tests {
     fn stays_within_its_bound() {
         let cache = PieceCache::new(16 * 1024);
         for i in 0..1000 {
-            cache.insert(key(i), Arc::new(vec![0u8; 512]));
+            cache.insert(key(i), Arc::new(vec![0u8; 512].into()));
             assert!(cache.bytes() <= 16 * 1024);
         }
         assert!(cache.bytes() > 8 * 1024, "cache should be mostly full");
@@ -123,10 +123,10 @@ mod tests {
     #[test]
     fn pinned_pieces_survive_eviction() {
         let cache = PieceCache::new(SHARDS as u64 * 1024);
-        cache.insert(key(0), Arc::new(vec![7u8; 1024]));
+        cache.insert(key(0), Arc::new(vec![7u8; 1024].into()));
         let pinned = cache.get(&key(0)).unwrap();
         for i in 1..500 {
-            cache.insert(key(i), Arc::new(vec![0u8; 1024]));
+            cache.insert(key(i), Arc::new(vec![0u8; 1024].into()));
         }
         assert!(!cache.contains(&key(0)));
         assert!(pinned.iter().all(|&b| b == 7));
@@ -135,10 +135,13 @@ mod tests {
     #[test]
     fn keys_distinguish_objects() {
         let cache = PieceCache::new(1 << 20);
-        cache.insert(PieceKey::Object(Arc::from("a"), 0), Arc::new(vec![1]));
+        cache.insert(
+            PieceKey::Object(Arc::from("a"), 0),
+            Arc::new(vec![1].into()),
+        );
         assert!(cache.get(&PieceKey::Object(Arc::from("b"), 0)).is_none());
         assert!(cache.get(&PieceKey::Object(Arc::from("a"), 0)).is_some());
-        cache.insert(PieceKey::Sha1([9; 20]), Arc::new(vec![2]));
+        cache.insert(PieceKey::Sha1([9; 20]), Arc::new(vec![2].into()));
         assert_eq!(cache.get(&PieceKey::Sha1([9; 20])).unwrap()[0], 2);
     }
 }

@@ -15,6 +15,7 @@
 //! request's state → its handle's pending table → its ring. No lock is held
 //! while a provider fetches or while a caller's callback runs.
 
+pub mod buffers;
 pub mod cache;
 pub mod readahead;
 pub mod request;
@@ -37,7 +38,7 @@ use request::AsyncRead;
 use scheduler::{Job, Scheduler};
 
 /// A verified piece, shared by the cache and its readers.
-pub type Piece = Arc<Vec<u8>>;
+pub type Piece = Arc<buffers::PieceBuf>;
 
 /// What identifies a piece in the process-wide cache.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

@@ -73,7 +73,7 @@ impl PieceProvider for FakeProvider {
             deliver(
                 p,
                 Ok(Arc::new(
-                    self.data[r.start as usize..r.end as usize].to_vec(),
+                    self.data[r.start as usize..r.end as usize].to_vec().into(),
                 )),
             );
         }

@@ -13,6 +13,11 @@
 //!   behaviour.
 //!
 //! On success `err` is left untouched, like `errno`.
+//!
+//! The exports take raw pointers without being `unsafe fn`: `unsafe` on an
+//! `extern "C"` function means nothing to its C callers, and each export's
+//! doc comment states the pointer contract it relies on instead.
+#![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 pub mod registry;
 pub mod types;
@@ -26,6 +31,18 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::Error;
 pub use types::*;
+
+// The exports, reachable from Rust too (integration tests call the C ABI
+// directly; a `pub extern "C" fn` in a private module is not nameable).
+pub use async_io::{gtio_cancel, gtio_poll, gtio_poll_fd, gtio_pread_async};
+pub use io::{
+    gtio_close, gtio_lseek, gtio_open_uri, gtio_pread, gtio_prefetch, gtio_read, gtio_size,
+};
+pub use library::{gtio_config_default, gtio_lib_fini, gtio_lib_init, gtio_version};
+pub use listing::{
+    gtio_closedir, gtio_free_file_list, gtio_get_file_list, gtio_open_gto, gtio_opendir,
+    gtio_readdir,
+};
 
 /// Run an export's body: catch panics, report errors through `err`.
 pub(crate) fn guard<T>(

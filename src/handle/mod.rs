@@ -39,6 +39,8 @@ pub struct Dataset {
     readahead: Mutex<Readahead>,
     pending: PendingTable,
     closed: AtomicBool,
+    /// The torrent's name, or the URI's last path segment (set by `open`).
+    name: String,
 }
 
 impl std::fmt::Debug for Dataset {
@@ -53,6 +55,12 @@ impl std::fmt::Debug for Dataset {
 impl Dataset {
     pub(crate) fn new(runtime: Arc<Runtime>, provider: Arc<dyn PieceProvider>) -> Dataset {
         let readahead = Readahead::new(runtime.config().readahead_max_bytes);
+        let name = provider
+            .layout()
+            .files()
+            .first()
+            .map(|f| f.name.clone())
+            .unwrap_or_default();
         Dataset {
             runtime,
             provider,
@@ -60,7 +68,15 @@ impl Dataset {
             readahead: Mutex::new(readahead),
             pending: Arc::new(Mutex::new(HashMap::new())),
             closed: AtomicBool::new(false),
+            name,
         }
+    }
+
+    /// The dataset's name: a torrent's `info.name` (the top directory of a
+    /// multi-file torrent, the file name of a single-file one), or a plain
+    /// object's last URI path segment.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// Size of the stream in bytes.

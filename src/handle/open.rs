@@ -73,8 +73,11 @@ impl Dataset {
 
     fn from_object(source: Box<dyn RangeSource>, uri: &str, block: u32) -> Result<Dataset> {
         let rt = runtime::get()?;
-        let provider = ObjectProvider::new(source, uri_basename(uri), block)?;
-        Ok(Dataset::new(rt, Arc::new(provider)))
+        let name = uri_basename(uri);
+        let provider = ObjectProvider::new(source, name.clone(), block)?;
+        let mut ds = Dataset::new(rt, Arc::new(provider));
+        ds.name = name;
+        Ok(ds)
     }
 
     fn from_metainfo(
@@ -85,8 +88,11 @@ impl Dataset {
     ) -> Result<Dataset> {
         let rt = runtime::get()?;
         let meta = metainfo::parse(bytes)?;
+        let name = meta.name.clone();
         let provider = TorrentProvider::new(meta, origin, Arc::clone(rt.http()), cred, cred_host)?;
-        Ok(Dataset::new(rt, Arc::new(provider)))
+        let mut ds = Dataset::new(rt, Arc::new(provider));
+        ds.name = name;
+        Ok(ds)
     }
 
     fn open_remote_torrent(uri: &str, cred: Option<Secret>) -> Result<Dataset> {

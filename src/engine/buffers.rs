@@ -1,0 +1,113 @@
+//! Piece buffers, recycled through a small process-wide pool.
+//!
+//! Pieces are allocated by worker threads and freed by whichever thread
+//! evicts them. With glibc, a freed 1 MiB piece raises the dynamic mmap
+//! threshold, later pieces come from the allocating worker's arena, and the
+//! freed chunks stay in the arena of the worker that allocated them: with 16
+//! workers, a 1 GiB sequential read peaked at 168 MiB RSS for a 64 MiB cache
+//! (measured by tests/memory.rs). Handing evicted buffers straight to the
+//! next download keeps the working set at the cache bound plus the pool,
+//! without touching the host program's malloc settings.
+
+use std::ops::{Deref, DerefMut};
+use std::sync::Mutex;
+
+/// At most this much idle memory waits in the pool: a few pieces' worth,
+/// since evictions and new downloads come at the same rate.
+const POOL_BYTES: usize = 16 << 20;
+
+struct Pool {
+    idle: Vec<Vec<u8>>,
+    bytes: usize,
+}
+
+static POOL: Mutex<Pool> = Mutex::new(Pool {
+    idle: Vec::new(),
+    bytes: 0,
+});
+
+/// The bytes of one piece; goes back to the pool when dropped.
+pub struct PieceBuf {
+    data: Vec<u8>,
+}
+
+impl PieceBuf {
+    /// A zero-filled buffer of `len` bytes, recycled when one fits.
+    pub fn zeroed(len: usize) -> PieceBuf {
+        let recycled = {
+            let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+            let found = pool.idle.iter().position(|v| v.capacity() == len);
+            found.map(|i| {
+                let v = pool.idle.swap_remove(i);
+                pool.bytes -= v.capacity();
+                v
+            })
+        };
+        match recycled {
+            Some(mut v) => {
+                v.clear();
+                v.resize(len, 0);
+                PieceBuf { data: v }
+            }
+            None => PieceBuf {
+                data: vec![0u8; len],
+            },
+        }
+    }
+}
+
+impl std::fmt::Debug for PieceBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PieceBuf({} bytes)", self.data.len())
+    }
+}
+
+impl From<Vec<u8>> for PieceBuf {
+    fn from(data: Vec<u8>) -> PieceBuf {
+        PieceBuf { data }
+    }
+}
+
+impl Deref for PieceBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+impl DerefMut for PieceBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.data
+    }
+}
+
+impl Drop for PieceBuf {
+    fn drop(&mut self) {
+        let v = std::mem::take(&mut self.data);
+        let cap = v.capacity();
+        if cap == 0 {
+            return;
+        }
+        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.bytes + cap <= POOL_BYTES {
+            pool.bytes += cap;
+            pool.idle.push(v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recycled_buffers_come_back_zeroed() {
+        let len = 12_345;
+        let mut a = PieceBuf::zeroed(len);
+        a.iter_mut().for_each(|b| *b = 0xAB);
+        drop(a);
+        let b = PieceBuf::zeroed(len);
+        assert_eq!(b.len(), len);
+        assert!(b.iter().all(|&x| x == 0));
+    }
+}
