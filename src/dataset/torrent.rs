@@ -174,7 +174,7 @@ impl TorrentProvider {
             }
             return Some((i, s.url.clone(), s.send_cred));
         }
-        let i = fallback?;
+        let i = fallback.or(bad_fallback)?;
         Some((i, seeds[i].url.clone(), seeds[i].send_cred))
     }
 

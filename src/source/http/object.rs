@@ -325,4 +325,19 @@ mod tests {
         assert_eq!(parse_unsatisfied_range("bytes */0"), Some(0));
         assert_eq!(parse_unsatisfied_range("bytes */x"), None);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn content_range_parser_never_panics_and_is_consistent(s in "\\PC{0,40}", a in 0u64..1_000_000, len in 1u64..1_000_000, extra in 0u64..10) {
+            if let Some(((x, y), total)) = parse_content_range(&s) {
+                proptest::prop_assert!(x <= y);
+                if let Some(t) = total { proptest::prop_assert!(y < t); }
+            }
+            let _ = parse_unsatisfied_range(&s);
+            let b = a + len - 1;
+            let t = b + 1 + extra;
+            let text = format!("bytes {a}-{b}/{t}");
+            proptest::prop_assert_eq!(parse_content_range(&text), Some(((a, b), Some(t))));
+        }
+    }
 }
