@@ -7,7 +7,6 @@
 
 #[path = "support/faulty_origin.rs"]
 mod faulty_origin;
-#[allow(dead_code)]
 #[path = "support/nginx.rs"]
 mod nginx;
 

@@ -4,7 +4,6 @@
 //! One test in its own process, so VmHWM measures only this read (plus the
 //! test harness, which is small).
 
-#[allow(dead_code)]
 #[path = "support/nginx.rs"]
 mod nginx;
 

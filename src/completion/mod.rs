@@ -14,9 +14,11 @@
 //! and a wakeup can find the ring already drained. Drain until empty.
 //!
 //! A ring outlives its thread while requests still point at it: a thread
-//! that exits with reads in flight leaks nothing and crashes nothing; the
-//! completions are dropped with the ring when the last request finishes
-//! (unless the poller thread runs them).
+//! that exits with reads in flight leaks nothing and crashes nothing. The
+//! ring list holds every ring strongly, so while the poller thread runs, a
+//! ring whose thread exited stays until the poller has run its last
+//! completion; without a poller, nobody can take those completions, and the
+//! ring is dropped with them once no request points at it.
 
 pub mod poller;
 
@@ -26,7 +28,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 
 use crate::{Error, Result};
 
@@ -55,8 +57,10 @@ struct RingState {
 
 static NEXT_RING_ID: AtomicU64 = AtomicU64::new(1);
 
-/// Every live ring, for the poller thread.
-static RINGS: Mutex<Vec<Weak<Ring>>> = Mutex::new(Vec::new());
+/// Every live ring, for the poller thread. Strong references: a ring must
+/// not vanish with undrained completions while a poller could run them
+/// (see [`prune`]).
+static RINGS: Mutex<Vec<Arc<Ring>>> = Mutex::new(Vec::new());
 
 impl Ring {
     pub fn new(capacity: usize) -> Result<Arc<Ring>> {
@@ -78,10 +82,11 @@ impl Ring {
                 reserved: 0,
             }),
         });
-        let mut rings = RINGS.lock().unwrap_or_else(|e| e.into_inner());
-        rings.retain(|w| w.strong_count() > 0);
-        rings.push(Arc::downgrade(&ring));
-        drop(rings);
+        prune();
+        RINGS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::clone(&ring));
         poller::notify_new_ring();
         Ok(ring)
     }
@@ -202,13 +207,33 @@ pub fn current_if_any() -> Option<Arc<Ring>> {
 
 /// All live rings (for the poller).
 pub fn all_rings() -> Vec<Arc<Ring>> {
+    prune();
     RINGS
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .iter()
-        .filter_map(Weak::upgrade)
         .filter(|r| r.pid == std::process::id())
+        .cloned()
         .collect()
+}
+
+/// Drop the rings that nobody can use any more: held only by the list (their
+/// thread exited and no request points at them) and either drained or, with
+/// no poller running, never to be drained. Rings inherited through fork()
+/// are forgotten, not dropped (their eventfd is the parent's).
+pub fn prune() {
+    let keep_undrained = poller::is_running();
+    let pid = std::process::id();
+    let mut rings = RINGS.lock().unwrap_or_else(|e| e.into_inner());
+    for ring in std::mem::take(&mut *rings) {
+        if ring.pid != pid {
+            std::mem::forget(ring);
+        } else if Arc::strong_count(&ring) > 1 || (keep_undrained && ring.ready() > 0) {
+            // Under the list's lock a count of 1 cannot grow: only the list
+            // hands out new references.
+            rings.push(ring);
+        }
+    }
 }
 
 #[cfg(test)]

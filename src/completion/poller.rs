@@ -36,6 +36,11 @@ pub struct Poller {
     thread: Option<JoinHandle<()>>,
 }
 
+/// True while a poller thread runs (it will drain every ring).
+pub fn is_running() -> bool {
+    WAKER.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+}
+
 /// Tell the poller (if one runs) that a ring was created.
 pub fn notify_new_ring() {
     if let Some(w) = WAKER.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
@@ -138,6 +143,7 @@ fn run(mut poll: Poll, stop: Arc<AtomicBool>, dispatch: Dispatch) {
                 }
             }
         }
+        let drained = !ready.is_empty();
         for ring in ready {
             loop {
                 let batch = ring.drain(256);
@@ -148,6 +154,11 @@ fn run(mut poll: Poll, stop: Arc<AtomicBool>, dispatch: Dispatch) {
                     dispatch(c);
                 }
             }
+        }
+        if drained {
+            // Rings of exited threads are kept until drained; let go of
+            // the ones done now.
+            super::prune();
         }
     }
 }
