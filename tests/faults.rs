@@ -342,9 +342,12 @@ fn soak_random_reads_against_a_failing_origin_never_return_wrong_bytes() {
 
 /// A multi-file torrent served by two origins: one that corrupts bytes, one
 /// that is clean.
-fn torrent_fixture(seed: u64) -> (tempdir_guard::Guard, Vec<u8>, Vec<(String, Vec<u8>)>) {
-    let dir = tempdir_guard::Guard::new();
-    let root = dir.path().join("ds");
+/// Files of a dataset: (path inside it, bytes).
+type NamedFiles = Vec<(String, Vec<u8>)>;
+
+fn torrent_fixture(seed: u64) -> (nginx::TempDir, Vec<u8>, NamedFiles) {
+    let dir = nginx::tempdir();
+    let root = dir.join("ds");
     std::fs::create_dir_all(root.join("sub")).unwrap();
     let files = vec![
         ("a.bin".to_string(), nginx::test_data(300_000, seed)),
@@ -381,7 +384,7 @@ fn torrent_corrupt_seed_beside_a_good_one_reads_correctly() {
     let bad = serve_files(&files);
     let good = serve_files(&files);
     bad.set_rate(1.0, vec![Fault::CorruptBytes], 5);
-    let meta = torrent_with_seeds(dir.path(), &[bad.url("/"), good.url("/")]);
+    let meta = torrent_with_seeds(&dir, &[bad.url("/"), good.url("/")]);
     let ds = Dataset::open_gto(&meta, None).unwrap();
     let mut rng = 77u64;
     for _ in 0..200 {
@@ -402,7 +405,7 @@ fn torrent_lone_corrupt_seed_fails_only_its_piece() {
     init();
     let (dir, stream, files) = torrent_fixture(200);
     let seed = serve_files(&files);
-    let meta = torrent_with_seeds(dir.path(), &[seed.url("/")]);
+    let meta = torrent_with_seeds(&dir, &[seed.url("/")]);
     let ds = Dataset::open_gto(&meta, None).unwrap();
     // Corrupt only the next request: piece 3 (32 KiB pieces).
     let piece = 32 << 10;
@@ -437,7 +440,7 @@ fn torrent_soak_with_a_flaky_corrupting_seed() {
         vec![Fault::ResetBeforeReply, Fault::Status(503, None)],
         10,
     );
-    let meta = torrent_with_seeds(dir.path(), &[flaky.url("/"), good.url("/")]);
+    let meta = torrent_with_seeds(&dir, &[flaky.url("/"), good.url("/")]);
     let ds = Dataset::open_gto(&meta, None).unwrap();
     let failures = std::thread::scope(|s| {
         (0..8u64)
@@ -470,30 +473,4 @@ fn torrent_soak_with_a_flaky_corrupting_seed() {
             .sum::<usize>()
     });
     assert!(failures <= 12, "{failures} of 1200 reads failed");
-}
-
-mod tempdir_guard {
-    pub struct Guard(std::path::PathBuf);
-    impl Guard {
-        pub fn new() -> Guard {
-            let p = std::env::temp_dir().join(format!(
-                "gtio-faults-{}-{}",
-                std::process::id(),
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_nanos()
-            ));
-            std::fs::create_dir_all(&p).unwrap();
-            Guard(p)
-        }
-        pub fn path(&self) -> &std::path::Path {
-            &self.0
-        }
-    }
-    impl Drop for Guard {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 }
