@@ -478,8 +478,12 @@ fn single_flight_one_download_per_cold_piece() {
     if !isolate("single_flight_one_download_per_cold_piece", &[]) {
         return;
     }
-    // No readahead: every job is a demand read of these tests.
-    init(|c| c.readahead_max_bytes = 0);
+    // No readahead: every job is a demand read of these tests. 1 MiB pieces,
+    // so that the reads below cover every piece.
+    init(|c| {
+        c.readahead_max_bytes = 0;
+        c.block_size = MIB as u32;
+    });
     let fx = fixture();
     let ds = gtio::Dataset::open(&fx.url(), None).unwrap();
     let pieces = FILE_LEN.div_ceil(MIB);

@@ -174,11 +174,12 @@ fn note(quiet: bool, line: impl std::fmt::Display) {
     }
 }
 
-/// A line on stdout; a reader that went away ends the program quietly.
+/// A line on stdout. A reader that went away is not an error: the line was
+/// informational, and the work it reports is done either way.
 fn say(out: &mut impl Write, line: impl std::fmt::Display) -> Outcome {
     match writeln!(out, "{line}").and_then(|()| out.flush()) {
         Ok(()) => Ok(()),
-        Err(e) if tools::is_broken_pipe(&e) => std::process::exit(0),
+        Err(e) if tools::is_broken_pipe(&e) => Ok(()),
         Err(e) => Err(Failure::new("writing output", tools::input::io_message(&e))),
     }
 }
@@ -286,6 +287,8 @@ fn get(
     let jobs = tools::get::plan(&datasets, ranges, file_ranges)?;
     let total: u64 = jobs.iter().map(|j| j.len()).sum();
     let progress = Progress::new(total, !quiet);
+    // Each finished output's path on stdout. Failing to print it does not
+    // stop the outputs still to be written; it is reported at the end.
     let mut stdout = std::io::stdout();
     let mut said = Ok(());
     tools::get::run(&datasets, &jobs, outdir, &progress, |path| {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use super::{FileEntry, Layout};
 use crate::engine::buffers::PieceBuf;
-use crate::engine::{Piece, PieceKey, PieceProvider};
+use crate::engine::{Identity, Piece, PieceKey, PieceProvider};
 use crate::source::{Fault, RangeSource};
 use crate::{Error, Result};
 
@@ -22,7 +22,7 @@ const MAX_REQUEST_BYTES: u64 = 16 << 20;
 pub struct ObjectProvider {
     layout: Layout,
     source: Box<dyn RangeSource>,
-    identity: Arc<str>,
+    identity: Arc<Identity>,
 }
 
 impl ObjectProvider {
@@ -34,7 +34,7 @@ impl ObjectProvider {
             size,
         }];
         let layout = Layout::new(size, u64::from(block_size), files)?;
-        let identity = Arc::from(format!("{}#{block_size}", source.identity()));
+        let identity = Identity::intern(format!("{}#{block_size}", source.identity()));
         Ok(ObjectProvider {
             layout,
             source,
@@ -49,7 +49,7 @@ impl PieceProvider for ObjectProvider {
     }
 
     fn key(&self, piece: u32) -> PieceKey {
-        PieceKey::Object(Arc::clone(&self.identity), piece)
+        PieceKey::Object(self.identity.id(), piece)
     }
 
     fn max_run(&self) -> u32 {
@@ -69,7 +69,7 @@ impl PieceProvider for ObjectProvider {
         let mut body = self.source.open_range(bytes.clone())?;
         for piece in pieces {
             let len = self.layout.piece_range(piece).end - self.layout.piece_range(piece).start;
-            let mut buf = PieceBuf::zeroed(len as usize);
+            let mut buf = PieceBuf::reuse(len as usize);
             body.read_exact(&mut buf)
                 .map_err(|e| body_fault(e, &bytes))?;
             deliver(piece, Ok(Arc::new(buf)));

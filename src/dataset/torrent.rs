@@ -5,7 +5,7 @@
 //! A job's run of pieces is one stream range; [`webseed::plan`] cuts it into
 //! one request per file, so a run inside one file is one range request and a
 //! piece spanning files takes several. Bytes are read straight into piece
-//! buffers (pad files stay zero), and each piece is hashed and delivered as
+//! buffers (pad bytes are zeroed), and each piece is hashed and delivered as
 //! soon as its last byte arrives.
 //!
 //! Seeds are used round-robin, so parallel jobs spread over them. A seed that
@@ -255,7 +255,7 @@ impl PieceAssembler<'_> {
             seed,
             pos: r.start,
             piece: first,
-            buf: PieceBuf::zeroed((r.end - r.start) as usize),
+            buf: PieceBuf::reuse((r.end - r.start) as usize),
             abandon: None,
         }
     }
@@ -264,10 +264,13 @@ impl PieceAssembler<'_> {
         self.provider.layout.piece_range(self.piece).end
     }
 
-    /// Skip to `to` (pad bytes, which stay zero), finishing pieces on the way.
+    /// Skip to `to` (pad bytes: zeros), finishing pieces on the way.
     fn skip_to(&mut self, to: u64, deliver: &mut dyn FnMut(u32, Result<Piece>)) {
         while self.pos < to && self.abandon.is_none() {
             let step = (to.min(self.piece_end())) - self.pos;
+            // Recycled buffers hold old bytes; pad bytes are zeros.
+            let at = (self.pos - self.provider.layout.piece_range(self.piece).start) as usize;
+            self.buf[at..at + step as usize].fill(0);
             self.pos += step;
             if self.pos == self.piece_end() {
                 self.finish_piece(deliver);
@@ -321,7 +324,7 @@ impl PieceAssembler<'_> {
         self.piece += 1;
         if self.piece < self.provider.layout.piece_count() {
             let r = self.provider.layout.piece_range(self.piece);
-            self.buf = PieceBuf::zeroed((r.end - r.start) as usize);
+            self.buf = PieceBuf::reuse((r.end - r.start) as usize);
         }
     }
 }
@@ -334,8 +337,9 @@ impl PieceProvider for TorrentProvider {
     fn key(&self, piece: u32) -> PieceKey {
         match self.meta.piece_hashes.get(piece as usize) {
             Some(h) => PieceKey::Sha1(*h),
-            // Unreachable for a parsed metainfo; a distinct key keeps it safe.
-            None => PieceKey::Object(Arc::from("invalid-piece"), piece),
+            // Unreachable for a parsed metainfo (one hash per piece); an
+            // all-zero key at least never matches real data's hash by design.
+            None => PieceKey::Sha1([0; 20]),
         }
     }
 

@@ -17,6 +17,7 @@
 
 pub mod buffers;
 pub mod cache;
+pub mod keys;
 pub mod readahead;
 pub mod request;
 pub mod scheduler;
@@ -40,14 +41,7 @@ use scheduler::{Job, Scheduler};
 /// A verified piece, shared by the cache and its readers.
 pub type Piece = Arc<buffers::PieceBuf>;
 
-/// What identifies a piece in the process-wide cache.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum PieceKey {
-    /// A torrent piece: identical pieces are shared across datasets.
-    Sha1([u8; 20]),
-    /// A plain object's block: (object identity incl. version, index).
-    Object(Arc<str>, u32),
-}
+pub use keys::{Identity, ObjectId, PieceKey};
 
 /// A dataset as the engine sees it: a layout and a way to fetch its pieces.
 pub trait PieceProvider: Send + Sync {
@@ -418,7 +412,7 @@ impl Engine {
     /// A piece arrived (or failed): cache it, then serve its waiters.
     fn complete(&self, key: &PieceKey, result: Result<Piece, Error>) {
         if let Ok(piece) = &result {
-            self.cache.insert(key.clone(), Arc::clone(piece));
+            self.cache.insert(*key, Arc::clone(piece));
         }
         let flight = self
             .flights

@@ -11,7 +11,7 @@ use crate::dataset::Layout;
 struct FakeProvider {
     layout: Layout,
     data: Vec<u8>,
-    id: Arc<str>,
+    id: Arc<Identity>,
     fetches: AtomicUsize,
     /// Fail this many fetch calls with a transient fault first.
     transient_failures: AtomicU32,
@@ -28,7 +28,7 @@ impl FakeProvider {
         FakeProvider {
             layout: Layout::new(len as u64, piece, vec![]).unwrap(),
             data,
-            id: Arc::from(format!("fake-{}", NEXT.fetch_add(1, Ordering::Relaxed))),
+            id: Identity::intern(format!("fake-{}", NEXT.fetch_add(1, Ordering::Relaxed))),
             fetches: AtomicUsize::new(0),
             transient_failures: AtomicU32::new(0),
             permanent: false,
@@ -45,7 +45,7 @@ impl PieceProvider for FakeProvider {
         &self.layout
     }
     fn key(&self, piece: u32) -> PieceKey {
-        PieceKey::Object(Arc::clone(&self.id), piece)
+        PieceKey::Object(self.id.id(), piece)
     }
     fn max_run(&self) -> u32 {
         4

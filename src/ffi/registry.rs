@@ -25,12 +25,31 @@ fn next_token() -> usize {
     TOKEN_BASE + NEXT_TOKEN.fetch_add(1, Ordering::Relaxed) * TOKEN_STEP
 }
 
-type Table<T> = RwLock<HashMap<usize, (u32, T)>>;
+/// Tokens are our own numbers, not attacker input: a multiply is hash
+/// enough (SipHash was a tenth of a cache hit's cost).
+#[derive(Default)]
+struct TokenHasher(u64);
+
+impl std::hash::Hasher for TokenHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type Table<T> = RwLock<HashMap<usize, (u32, T), std::hash::BuildHasherDefault<TokenHasher>>>;
 
 static DATASETS: std::sync::LazyLock<Table<Arc<Dataset>>> =
-    std::sync::LazyLock::new(|| RwLock::new(HashMap::new()));
+    std::sync::LazyLock::new(|| RwLock::new(HashMap::default()));
 static DIRS: std::sync::LazyLock<Table<Arc<Mutex<DirCursor>>>> =
-    std::sync::LazyLock::new(|| RwLock::new(HashMap::new()));
+    std::sync::LazyLock::new(|| RwLock::new(HashMap::default()));
 
 /// What `gtio_readdir` walks.
 pub struct DirCursor {
