@@ -62,6 +62,7 @@ test: deps
 ifneq ($(strip $(PY_TESTS)),)
 	@GTIO_LIBRARY=$(CURDIR)/$(LIB) $(VENV_PY) -m pytest -q tests/python
 endif
+	@$(MAKE) --no-print-directory bench-smoke
 
 # A short tour (scripts/demo.sh): a sample dataset served by `gtio serve`, a
 # torrent of it made by `gtio create`, read by the C examples and the CLI,
