@@ -74,7 +74,7 @@ impl Ring {
         let eventfd = unsafe { File::from_raw_fd(fd) };
         let ring = Arc::new(Ring {
             id: NEXT_RING_ID.fetch_add(1, Ordering::Relaxed),
-            pid: std::process::id(),
+            pid: crate::runtime::process_id(),
             eventfd,
             capacity: capacity.max(1),
             state: Mutex::new(RingState {
@@ -177,7 +177,7 @@ pub fn current(capacity: usize) -> Result<Arc<Ring>> {
     CURRENT.with(|cell| {
         let mut slot = cell.borrow_mut();
         if let Some(ring) = slot.as_ref() {
-            if ring.pid == std::process::id() {
+            if ring.pid == crate::runtime::process_id() {
                 return Ok(Arc::clone(ring));
             }
             // A fork: the old ring belongs to the parent. Forget it without
@@ -198,7 +198,7 @@ pub fn current_if_any() -> Option<Arc<Ring>> {
         .try_with(|cell| {
             cell.borrow()
                 .as_ref()
-                .filter(|r| r.pid == std::process::id())
+                .filter(|r| r.pid == crate::runtime::process_id())
                 .cloned()
         })
         .ok()
@@ -212,7 +212,7 @@ pub fn all_rings() -> Vec<Arc<Ring>> {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .iter()
-        .filter(|r| r.pid == std::process::id())
+        .filter(|r| r.pid == crate::runtime::process_id())
         .cloned()
         .collect()
 }
@@ -223,7 +223,7 @@ pub fn all_rings() -> Vec<Arc<Ring>> {
 /// are forgotten, not dropped (their eventfd is the parent's).
 pub fn prune() {
     let keep_undrained = poller::is_running();
-    let pid = std::process::id();
+    let pid = crate::runtime::process_id();
     let mut rings = RINGS.lock().unwrap_or_else(|e| e.into_inner());
     for ring in std::mem::take(&mut *rings) {
         if ring.pid != pid {

@@ -61,8 +61,11 @@ fn dispatch(c: Completion) {
     unsafe { complete_usercb(c.result, arg) };
 }
 
+/// Hooks the C API needs before its first use: the poller's dispatcher and
+/// fork tracking.
 pub(super) fn install_dispatcher() {
     runtime::set_dispatcher(dispatch);
+    super::fork::install();
 }
 
 /// Submit a read of `count` bytes at `offset` into `buf`. Returns 0 when

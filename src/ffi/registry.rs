@@ -69,14 +69,14 @@ pub fn insert_dataset(ds: Dataset) -> *mut GTIO {
     DATASETS
         .write()
         .unwrap_or_else(|e| e.into_inner())
-        .insert(token, (std::process::id(), Arc::new(ds)));
+        .insert(token, (crate::runtime::process_id(), Arc::new(ds)));
     std::ptr::without_provenance_mut(token)
 }
 
 pub fn dataset(h: *mut GTIO) -> Result<Arc<Dataset>> {
     let table = DATASETS.read().unwrap_or_else(|e| e.into_inner());
     match table.get(&h.addr()) {
-        Some((pid, ds)) if *pid == std::process::id() => Ok(Arc::clone(ds)),
+        Some((pid, ds)) if *pid == crate::runtime::process_id() => Ok(Arc::clone(ds)),
         _ => Err(Error::bad_handle()),
     }
 }
@@ -84,7 +84,7 @@ pub fn dataset(h: *mut GTIO) -> Result<Arc<Dataset>> {
 pub fn remove_dataset(h: *mut GTIO) -> Result<Arc<Dataset>> {
     let mut table = DATASETS.write().unwrap_or_else(|e| e.into_inner());
     match table.remove(&h.addr()) {
-        Some((pid, ds)) if pid == std::process::id() => Ok(ds),
+        Some((pid, ds)) if pid == crate::runtime::process_id() => Ok(ds),
         // A parent's handle in a fork child: not ours to close.
         Some(_) | None => Err(Error::bad_handle()),
     }
@@ -92,16 +92,17 @@ pub fn remove_dataset(h: *mut GTIO) -> Result<Arc<Dataset>> {
 
 pub fn insert_dir(cursor: DirCursor) -> *mut GTIO_Dir {
     let token = next_token();
-    DIRS.write()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(token, (std::process::id(), Arc::new(Mutex::new(cursor))));
+    DIRS.write().unwrap_or_else(|e| e.into_inner()).insert(
+        token,
+        (crate::runtime::process_id(), Arc::new(Mutex::new(cursor))),
+    );
     std::ptr::without_provenance_mut(token)
 }
 
 pub fn dir(d: *mut GTIO_Dir) -> Result<Arc<Mutex<DirCursor>>> {
     let table = DIRS.read().unwrap_or_else(|e| e.into_inner());
     match table.get(&d.addr()) {
-        Some((pid, c)) if *pid == std::process::id() => Ok(Arc::clone(c)),
+        Some((pid, c)) if *pid == crate::runtime::process_id() => Ok(Arc::clone(c)),
         _ => Err(bad_dir()),
     }
 }
@@ -109,7 +110,7 @@ pub fn dir(d: *mut GTIO_Dir) -> Result<Arc<Mutex<DirCursor>>> {
 pub fn remove_dir(d: *mut GTIO_Dir) -> Result<()> {
     let mut table = DIRS.write().unwrap_or_else(|e| e.into_inner());
     match table.remove(&d.addr()) {
-        Some((pid, _)) if pid == std::process::id() => Ok(()),
+        Some((pid, _)) if pid == crate::runtime::process_id() => Ok(()),
         _ => Err(bad_dir()),
     }
 }
@@ -118,7 +119,7 @@ pub fn remove_dir(d: *mut GTIO_Dir) -> Result<()> {
 pub fn drain_all() -> Vec<Arc<Dataset>> {
     DIRS.write().unwrap_or_else(|e| e.into_inner()).clear();
     let mut table = DATASETS.write().unwrap_or_else(|e| e.into_inner());
-    let pid = std::process::id();
+    let pid = crate::runtime::process_id();
     let mine: Vec<usize> = table
         .iter()
         .filter(|(_, (p, _))| *p == pid)
