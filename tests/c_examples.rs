@@ -379,3 +379,13 @@ fn torrent_ls_reports_errors() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------
+// misuse: the C ABI under misuse (NULL pointers, closed and foreign handles,
+// double frees, huge counts and offsets, re-entrant callbacks, an orphaned
+// thread, gtio_lib_fini with handles open), every outcome checked exactly.
+
+#[test]
+fn misuse_http() {
+    run_http("misuse");
+}

@@ -15,9 +15,12 @@ use crate::engine::{Identity, Piece, PieceKey, PieceProvider};
 use crate::source::{Fault, RangeSource};
 use crate::{Error, Result};
 
-/// libtorrent caps a web seed request at 16 MiB; a larger request gains
-/// nothing on throughput and delays the first retry of a failed transfer.
-const MAX_REQUEST_BYTES: u64 = 16 << 20;
+/// mountpoint-s3's part size. Large enough that an origin sees few requests
+/// (one per 8 MiB, never one per piece), small enough that a full readahead
+/// window (32 MiB) is several requests on several connections: on a real
+/// network one TCP stream is bounded by its bandwidth-delay product, so
+/// parallel ranges are what fills the pipe (aria2's split).
+const MAX_REQUEST_BYTES: u64 = 8 << 20;
 
 pub struct ObjectProvider {
     layout: Layout,
