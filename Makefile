@@ -25,7 +25,7 @@ EX_BINS     := $(patsubst c_examples/%.c,$(EXDIR)/%,$(EX_SRCS))
 VENV_PY  := .venv/bin/python
 PY_TESTS := $(shell find tests/python \( -name 'test_*.py' -o -name '*_test.py' \) 2>/dev/null)
 
-VALGRIND := valgrind --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=1
+VALGRIND := valgrind --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=1 --suppressions=$(CURDIR)/tests/valgrind.supp
 
 .PHONY: build header examples test demo install check-mem check-asan clean deps bench bench-smoke
 
