@@ -56,56 +56,13 @@ fn fixture() -> Fixture {
 /// Run target/examples/NAME with args (under valgrind when asked); panic with its
 /// output unless it exits 0 within the time bound.
 fn run_example(name: &str, args: &[&str], envs: &[(&str, &Path)]) {
-    let bin = examples_dir().join(name);
-    if !bin.exists() {
+    let (status, stdout, stderr) = run_example_output(name, args, envs);
+    if !status.success() {
         panic!(
-            "C example {} is missing: run `make examples` first (or `make test`)",
-            bin.display()
+            "{name} {} failed ({status})\n--- stdout ---\n{}--- stderr ---\n{stderr}",
+            args.join(" "),
+            String::from_utf8_lossy(&stdout)
         );
-    }
-    let (mut cmd, limit) = match valgrind() {
-        Some(words) => {
-            let mut c = Command::new(&words[0]);
-            c.args(&words[1..]).arg(&bin);
-            (c, Duration::from_secs(900))
-        }
-        None => (Command::new(&bin), Duration::from_secs(120)),
-    };
-    cmd.args(args).stdin(Stdio::null());
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    let out_dir = tempdir();
-    let (out_path, err_path) = (out_dir.join("stdout"), out_dir.join("stderr"));
-    cmd.stdout(std::fs::File::create(&out_path).unwrap());
-    cmd.stderr(std::fs::File::create(&err_path).unwrap());
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break Some(s);
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
-    let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
-    match status {
-        Some(s) if s.success() => {}
-        Some(s) => panic!(
-            "{name} {} failed ({s})\n--- stdout ---\n{stdout}--- stderr ---\n{stderr}",
-            args.join(" ")
-        ),
-        None => panic!(
-            "{name} {} did not finish within {limit:?}; killed\n--- stdout ---\n{stdout}--- stderr ---\n{stderr}",
-            args.join(" ")
-        ),
     }
 }
 
