@@ -16,17 +16,21 @@ fuzz_target!(|input: (u64, u64, &[u8])| {
     let (start, end) = (a % total, b % total);
     let range = start.min(end)..start.max(end) + 1;
     let plan = gtio::source::webseed::plan(&meta, "http://seed.example/root/", range.clone());
+    // Bytes the plan skips (between requests, and after the last one) must
+    // all belong to pad files.
+    let assert_only_pads = |gap: std::ops::Range<u64>| {
+        for f in &meta.files {
+            let (fs, fe) = (f.offset, f.offset + f.length);
+            if fs.max(gap.start) < fe.min(gap.end) {
+                assert!(f.pad, "non-pad bytes {gap:?} skipped");
+            }
+        }
+    };
     let mut pos = range.start;
     for req in &plan {
         assert!(req.len > 0);
         assert!(req.stream_offset >= pos, "requests in stream order");
-        // Everything skipped must be pad bytes.
-        for f in &meta.files {
-            let (fs, fe) = (f.offset, f.offset + f.length);
-            if fs < req.stream_offset && fe > pos && f.length > 0 {
-                assert!(f.pad, "non-pad bytes skipped");
-            }
-        }
+        assert_only_pads(pos..req.stream_offset);
         let file = meta
             .files
             .iter()
@@ -38,4 +42,5 @@ fuzz_target!(|input: (u64, u64, &[u8])| {
         pos = req.stream_offset + req.len;
     }
     assert!(pos <= range.end);
+    assert_only_pads(pos..range.end);
 });
