@@ -75,9 +75,11 @@ install: build
 	install -d $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(LIBDIR)/pkgconfig
 	install -m 644 include/gtio.h $(DESTDIR)$(INCLUDEDIR)/gtio.h
 	install -m 755 $(RELEASE)/libgtio.so $(DESTDIR)$(LIBDIR)/libgtio.so.$(VERSION)
+	strip --strip-debug $(DESTDIR)$(LIBDIR)/libgtio.so.$(VERSION)
 	ln -sfn libgtio.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libgtio.so.$(SOMAJOR)
 	ln -sfn libgtio.so.$(SOMAJOR) $(DESTDIR)$(LIBDIR)/libgtio.so
 	install -m 644 $(RELEASE)/libgtio.a $(DESTDIR)$(LIBDIR)/libgtio.a
+	strip --strip-debug $(DESTDIR)$(LIBDIR)/libgtio.a
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
 	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@VERSION@|$(VERSION)|g' \
 	    gtio.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/gtio.pc
