@@ -448,7 +448,7 @@ class Bench:
         case = f"cold random 4 KiB, sync, {n} reads"
         r = self.gtio("rand", self.url, *common, "--block", 4096)
         g = float(r["ops_s"])
-        self.row(case, "gtio pread, block_size 4 KiB", g, "ops/s",
+        self.row(case, "gtio pread, block_size 4 KiB (tuned)", g, "ops/s",
                  f"p50 {float(r['lat_p50_us']):.0f} µs, p99 {float(r['lat_p99_us']):.0f} µs; "
                  f"{r['spread']}")
         rd = self.gtio("rand", self.url, *common)
@@ -460,12 +460,15 @@ class Bench:
         self.row(case, "curl, serial ranges on 1 keep-alive conn", c, "ops/s",
                  f"one process, `next` per range; wall {wn:.3f} s − {w1:.3f} s for a 1-request run; "
                  f"wall {sp}")
-        self.target("cold random sync vs curl serial", g / c, "≥ 0.8×", g / c >= 0.8)
+        # Targets are judged at gtio's defaults; the tuned row is information.
+        gd = float(rd["ops_s"])
+        self.notes.append(f"cold random sync with 4 KiB blocks (tuned): {g / c:.2f}× curl serial")
+        self.target("cold random sync vs curl serial", gd / c, "≥ 0.8×", gd / c >= 0.8)
 
         case = f"cold random 4 KiB, async QD16, {n} reads"
         r = self.gtio("async", self.url, *common, "--block", 4096, "--qd", 16)
         g = float(r["ops_s"])
-        self.row(case, "gtio pread_async ×16, one ring, block 4 KiB", g, "ops/s",
+        self.row(case, "gtio pread_async ×16, one ring, block 4 KiB (tuned)", g, "ops/s",
                  f"poll()+gtio_poll; {r['spread']}")
         rd = self.gtio("async", self.url, *common, "--qd", 16)
         self.row(case, f"gtio pread_async ×16, block {human(int(rd['cfg_block_size']))} (default)",
@@ -475,7 +478,9 @@ class Bench:
         c = (n - 1) / loop
         self.row(case, "curl --parallel --parallel-max 16 --parallel-immediate", c, "ops/s",
                  f"wall {wn:.3f} s − {w1:.3f} s for a 1-request run; wall {sp}")
-        self.target("cold random async QD16 vs curl parallel", g / c, "≥ 1.0×", g / c >= 1.0)
+        gd = float(rd["ops_s"])
+        self.notes.append(f"cold random async QD16 with 4 KiB blocks (tuned): {g / c:.2f}× curl --parallel")
+        self.target("cold random async QD16 vs curl parallel", gd / c, "≥ 1.0×", gd / c >= 1.0)
 
     def case_hits(self):
         case = f"cache-hit 4 KiB pread, {self.hits} reads, 1 thread"
@@ -507,11 +512,11 @@ class Bench:
             ("gtio-seq", "", 0, "gtio: io.BufferedReader(ds.raw()).read(1 MiB)"),
             ("fsspec-seq", "default", 0, "fsspec HTTPFileSystem, default cache"),
             ("fsspec-seq", "readahead", 0, "fsspec HTTPFileSystem, cache_type=readahead"),
-            ("gtio-rand", "", 4096, "gtio: BufferedReader(ds.raw()) seek+read, block_size 4 KiB"),
+            ("gtio-rand", "", 4096, "gtio: BufferedReader(ds.raw()) seek+read, block_size 4 KiB (tuned)"),
             ("gtio-rand", "", 0, "gtio: same, default config"),
             ("fsspec-rand", "default", 0, "fsspec HTTPFileSystem, default cache"),
             ("fsspec-rand", "readahead", 0, "fsspec HTTPFileSystem, cache_type=readahead"),
-            ("fsspec-rand", "bytes", 4096, "fsspec HTTPFileSystem, block_size 4 KiB"),
+            ("fsspec-rand", "bytes", 4096, "fsspec HTTPFileSystem, block_size 4 KiB (tuned)"),
         ):
             if "fsspec" in self.skip_tools and mode.startswith("fsspec"):
                 self.skip(case_s if mode.endswith("seq") else case_r, label, "BENCH_SKIP")
@@ -559,14 +564,19 @@ class Bench:
                 detail += f"; {self.spread(vals, True)}"
             self.row(case, label, fig, unit, detail)
             res[(mode, ct, blk)] = fig
+        # Targets: both sides at their defaults (what a user gets). Tuned
+        # against tuned (4 KiB blocks on both sides) is reported as a note.
         for kind, want in (("seq", 2.0), ("rand", 10.0)):
-            g = res.get((f"gtio-{kind}", "", 4096 if kind == "rand" else 0))
-            f = [v for (m, _, _), v in res.items() if m == f"fsspec-{kind}"]
-            name = f"Python {'sequential' if kind == 'seq' else 'random'} vs best fsspec"
-            if g is None or not f:
+            g = res.get((f"gtio-{kind}", "", 0))
+            f = res.get((f"fsspec-{kind}", "default", 0))
+            name = f"Python {'sequential' if kind == 'seq' else 'random'} vs fsspec (defaults)"
+            if g is None or f is None:
                 self.target(name, None, f"≥ {want:g}×", False)
             else:
-                self.target(name, g / max(f), f"≥ {want:g}×", g / max(f) >= want)
+                self.target(name, g / f, f"≥ {want:g}×", g / f >= want)
+        gt, ft = res.get(("gtio-rand", "", 4096)), res.get(("fsspec-rand", "bytes", 4096))
+        if gt and ft:
+            self.notes.append(f"Python random, both tuned to 4 KiB blocks: gtio {gt / ft:.2f}× fsspec")
 
     def case_torrent(self):
         case = f"torrent via web seed, {human(self.size)}"
@@ -736,7 +746,7 @@ class Bench:
             "random: gtio.init(block_size=4096) like the C rows, plus a default-config row where a "
             "cold 4 KiB read fetches a 1 MiB block); fsspec HTTPFileSystem (aiohttp) with its "
             "default cache, cache_type=\"readahead\" (both block_size 5 MiB) and, for random "
-            "reads, block_size 4 KiB. The ratio targets compare with the fastest fsspec row.",
+            "reads, block_size 4 KiB. Ratio targets compare defaults with defaults (gtio default config vs fsspec default cache, gtio default config vs curl); tuned rows and tuned-vs-tuned ratios are information.",
         ])
         if self.notes:
             lines.append("")
