@@ -292,3 +292,36 @@ fn backoff_grows_and_honours_retry_after() {
         Duration::from_secs(10)
     );
 }
+
+#[test]
+fn downloads_report_their_state_while_live() {
+    let engine = Engine::start(&Config {
+        workers: 1,
+        ..config()
+    });
+    let mut fake = FakeProvider::new(100_000, 1000);
+    fake.delay = Duration::from_millis(150);
+    let p: Arc<dyn PieceProvider> = Arc::new(fake);
+    assert!(engine.prefetch(&p, 0..1000, false));
+    assert!(engine.prefetch(&p, 50_000..51_000, false));
+    std::thread::sleep(Duration::from_millis(50));
+    let states: Vec<DownloadState> = engine.downloads().into_iter().map(|(_, s)| s).collect();
+    assert_eq!(
+        states,
+        vec![DownloadState::InProgress, DownloadState::Queued]
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !engine.downloads().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "downloads never finished"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let stats = engine.stats();
+    assert_eq!(
+        (stats.jobs_started, stats.jobs_completed, stats.jobs_failed),
+        (2, 2, 0)
+    );
+    engine.shutdown();
+}
