@@ -139,10 +139,6 @@ impl TorrentProvider {
         })
     }
 
-    pub fn metainfo(&self) -> &Metainfo {
-        &self.meta
-    }
-
     /// Pick a seed for `pieces`: round-robin over seeds that are not banned,
     /// preferring ones not cooling down and not known bad for these pieces.
     fn pick_seed(&self, pieces: &Range<u32>) -> Option<(usize, String, bool)> {

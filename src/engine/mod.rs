@@ -189,11 +189,6 @@ impl Engine {
         p
     }
 
-    /// Bytes the cache holds.
-    pub fn cache_bytes(&self) -> u64 {
-        self.cache.bytes()
-    }
-
     /// Ask for pieces on behalf of waiters (demand reads). Pieces already
     /// cached are delivered at once, on this thread; pieces in flight get
     /// the waiter added (and their job promoted when `urgent`); the rest are

@@ -63,10 +63,6 @@ impl AsyncRead {
         })
     }
 
-    pub fn user_data(&self) -> u64 {
-        self.user_data
-    }
-
     /// Copy one slice in; finishes the request when it was the last.
     pub fn fill(&self, slice: &PieceSlice, piece: &[u8]) {
         let mut st = self.lock();

@@ -118,10 +118,4 @@ impl Scheduler {
         self.ready.notify_all();
         left
     }
-
-    /// Jobs waiting (urgent, normal), for tests and diagnostics.
-    pub fn queued(&self) -> (usize, usize) {
-        let q = self.lock();
-        (q.urgent.len(), q.normal.len())
-    }
 }

@@ -83,22 +83,3 @@ pub trait RangeSource: Send + Sync {
     /// A reader that yields exactly the bytes of `range` (or fails).
     fn open_range(&self, range: Range<u64>) -> Result<Box<dyn Read + Send + '_>, Fault>;
 }
-
-/// Open a plain object by URI.
-pub fn open_object(
-    client: &std::sync::Arc<http::HttpClient>,
-    uri: &str,
-    cred: Option<&http::Secret>,
-) -> crate::Result<Box<dyn RangeSource>> {
-    let scheme = uri.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
-    match scheme.as_deref() {
-        Some("http") | Some("https") => Ok(Box::new(http::HttpObject::open(client, uri, cred)?)),
-        Some("file") => Ok(Box::new(file::FileObject::open(uri)?)),
-        Some(other) => Err(Error::invalid(format!(
-            "unsupported URI scheme {other:?}: use http://, https:// or file://"
-        ))),
-        None => Err(Error::invalid(
-            "not a URI: expected http://, https:// or file:// followed by a path",
-        )),
-    }
-}

@@ -211,10 +211,6 @@ impl HttpClient {
             redact_url(req.url)
         ))))
     }
-
-    pub fn limiter(&self) -> &Arc<HostLimiter> {
-        &self.limiter
-    }
 }
 
 /// One request to send.

@@ -65,10 +65,6 @@ impl HttpObject {
         })
     }
 
-    pub fn validator(&self) -> &Validator {
-        &self.validator
-    }
-
     /// True when the server labels the object as a torrent.
     pub fn is_torrent(&self) -> bool {
         self.content_type.as_deref().is_some_and(|t| {
