@@ -15,9 +15,21 @@ fn content() -> Vec<u8> {
     (0..SIZE).map(|i| (i * 31 % 253) as u8).collect()
 }
 
+/// A test's files, removed when the test ends.
+struct Fixture {
+    base: PathBuf,
+    root: PathBuf,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.base);
+    }
+}
+
 /// base/root/{data.bin, x.torrent, sub/}, base/outside/secret, and
 /// root/out → ../outside (a symlink out of the root).
-fn fixture(tag: &str) -> PathBuf {
+fn fixture(tag: &str) -> Fixture {
     let base = std::env::temp_dir().join(format!("gtio-serve-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&base);
     let root = base.join("root");
@@ -28,7 +40,7 @@ fn fixture(tag: &str) -> PathBuf {
     std::fs::write(base.join("outside/secret"), b"secret").expect("write");
     std::os::unix::fs::symlink(base.join("outside"), root.join("out")).expect("symlink");
     std::os::unix::fs::symlink("data.bin", root.join("sub-link.bin")).expect("symlink");
-    root
+    Fixture { base, root }
 }
 
 struct Curl {
@@ -70,7 +82,8 @@ fn curl(args: &[&str]) -> Curl {
 
 #[test]
 fn serves_files_ranges_and_validators_to_curl() {
-    let root = fixture("curl");
+    let fx = fixture("curl");
+    let root = fx.root.clone();
     let server = Server::start(ServeConfig::new(&root)).expect("start");
     let url = |p: &str| format!("http://{}{}", server.local_addr(), p);
     let data = content();
@@ -189,7 +202,8 @@ fn raw(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
 
 #[test]
 fn keep_alive_limits_and_errors_over_a_raw_socket() {
-    let root = fixture("raw");
+    let fx = fixture("raw");
+    let root = fx.root.clone();
     let limits = Limits {
         idle_timeout: Duration::from_millis(300),
         ..Limits::default()
@@ -251,7 +265,8 @@ fn keep_alive_limits_and_errors_over_a_raw_socket() {
 
 #[test]
 fn unspecified_address_shuts_down_promptly() {
-    let root = fixture("any");
+    let fx = fixture("any");
+    let root = fx.root.clone();
     let cfg = ServeConfig {
         root,
         addr: "0.0.0.0:0".parse().expect("addr"),
@@ -270,7 +285,8 @@ fn unspecified_address_shuts_down_promptly() {
 
 #[test]
 fn start_refuses_a_missing_or_file_root() {
-    let root = fixture("bad");
+    let fx = fixture("bad");
+    let root = fx.root.clone();
     assert!(Server::start(ServeConfig::new(root.join("data.bin"))).is_err());
     assert!(Server::start(ServeConfig::new(root.join("nope"))).is_err());
 }

@@ -195,8 +195,18 @@ mod tests {
         d
     }
 
-    /// root/ with a.bin, sub/b.torrent, and beside it outside/secret.
-    fn tree() -> (PathBuf, PathBuf) {
+    /// Removes a test's directory when the test ends.
+    struct Cleanup(PathBuf);
+
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// root/ with a.bin, sub/b.torrent, and beside it outside/secret; the
+    /// third value removes it all when dropped.
+    fn tree() -> (PathBuf, PathBuf, Cleanup) {
         let base = tmpdir("tree");
         let root = base.join("root");
         std::fs::create_dir_all(root.join("sub")).expect("mkdir");
@@ -204,7 +214,8 @@ mod tests {
         std::fs::write(root.join("a.bin"), b"aaaa").expect("write");
         std::fs::write(root.join("sub/b.torrent"), b"d4:infoe").expect("write");
         std::fs::write(base.join("outside/secret"), b"s").expect("write");
-        (std::fs::canonicalize(&root).expect("canon"), base)
+        let canonical = std::fs::canonicalize(&root).expect("canon");
+        (canonical, base.clone(), Cleanup(base))
     }
 
     #[test]
@@ -228,7 +239,7 @@ mod tests {
 
     #[test]
     fn ordinary_files_resolve() {
-        let (root, _) = tree();
+        let (root, _, _cleanup) = tree();
         assert_eq!(resolve(&root, "/a.bin"), Ok(root.join("a.bin")));
         assert_eq!(
             resolve(&root, "//sub/./b.torrent?q"),
@@ -251,7 +262,7 @@ mod tests {
 
     #[test]
     fn traversal_is_refused() {
-        let (root, _) = tree();
+        let (root, _, _cleanup) = tree();
         for t in [
             "/../outside/secret",
             "/sub/../a.bin",
@@ -273,7 +284,7 @@ mod tests {
 
     #[test]
     fn directories_and_missing_are_not_found() {
-        let (root, _) = tree();
+        let (root, _, _cleanup) = tree();
         assert_eq!(resolve(&root, "/"), Err(ResolveError::NotFound));
         assert_eq!(resolve(&root, "/sub/"), Err(ResolveError::NotFound));
         assert_eq!(resolve(&root, "/nope"), Err(ResolveError::NotFound));
@@ -281,7 +292,7 @@ mod tests {
 
     #[test]
     fn symlinks_out_of_root_refused_inside_allowed() {
-        let (root, base) = tree();
+        let (root, base, _cleanup) = tree();
         symlink(base.join("outside/secret"), root.join("out-file")).expect("symlink");
         symlink(base.join("outside"), root.join("out-dir")).expect("symlink");
         symlink(root.join("a.bin"), root.join("sub/in-file")).expect("symlink");
@@ -302,7 +313,7 @@ mod tests {
 
     #[test]
     fn fifo_is_not_served_and_does_not_block() {
-        let (root, _) = tree();
+        let (root, _, _cleanup) = tree();
         let p = std::ffi::CString::new(root.join("fifo").as_os_str().as_bytes()).expect("cstr");
         // SAFETY: p is a valid NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(p.as_ptr(), 0o600) }, 0);
