@@ -77,4 +77,29 @@ fn a_1gib_sequential_read_stays_within_the_cache_bound() {
         CACHE >> 20,
         before >> 20
     );
+
+    // Many handles reading sequentially at once, each earning a readahead
+    // window (mountpoint-s3 #502/#987: prefetch memory that grows with the
+    // number of handles). 32 handles × 16 MiB windows would be 512 MiB if
+    // windows were per handle; the shared cache bounds them all.
+    let handles: Vec<_> = (0..32)
+        .map(|_| gtio::Dataset::open(&server.url("/big.bin"), None).unwrap())
+        .collect();
+    let mut chunk = vec![0u8; 64 << 10];
+    for step in 0..128u64 {
+        for (h, ds) in handles.iter().enumerate() {
+            let pos = h as u64 * (SIZE / 32) + step * (64 << 10);
+            let n = ds.pread(&mut chunk, pos).unwrap();
+            assert_eq!(n, chunk.len());
+            assert_eq!(chunk[n / 2], byte_at(pos + n as u64 / 2));
+        }
+    }
+    let peak = vm_hwm_bytes();
+    eprintln!("peak RSS after 32 sequential readers: {} MiB", peak >> 20);
+    assert!(
+        peak <= CACHE + (32 << 20) + before,
+        "with 32 readers, peak RSS {} MiB exceeds cache {} MiB + 32 MiB",
+        peak >> 20,
+        CACHE >> 20
+    );
 }
