@@ -200,17 +200,23 @@ fn retries_stop_after_the_configured_count() {
     engine.shutdown();
 }
 
-#[test]
-fn urgent_jobs_overtake_queued_readahead() {
-    // One worker, so the queue order is the fetch order.
+/// One worker, so the queue order is the fetch order, and a provider slow
+/// enough (`delay_ms` per fetch) for jobs to pile up behind it.
+fn one_slow_worker(delay_ms: u64) -> (Arc<Engine>, Arc<FakeProvider>, Arc<dyn PieceProvider>) {
     let engine = Engine::start(&Config {
         workers: 1,
         ..config()
     });
     let mut fake = FakeProvider::new(100_000, 1000);
-    fake.delay = Duration::from_millis(20);
+    fake.delay = Duration::from_millis(delay_ms);
     let fake = Arc::new(fake);
     let p: Arc<dyn PieceProvider> = fake.clone();
+    (engine, fake, p)
+}
+
+#[test]
+fn urgent_jobs_overtake_queued_readahead() {
+    let (engine, fake, p) = one_slow_worker(20);
     // Occupy the worker, then queue readahead, then a demand read.
     assert!(engine.prefetch(&p, 0..1000, false));
     std::thread::sleep(Duration::from_millis(5));
@@ -231,14 +237,7 @@ fn urgent_jobs_overtake_queued_readahead() {
 
 #[test]
 fn demand_read_promotes_a_queued_readahead_job() {
-    let engine = Engine::start(&Config {
-        workers: 1,
-        ..config()
-    });
-    let mut fake = FakeProvider::new(100_000, 1000);
-    fake.delay = Duration::from_millis(20);
-    let fake = Arc::new(fake);
-    let p: Arc<dyn PieceProvider> = fake.clone();
+    let (engine, fake, p) = one_slow_worker(20);
     assert!(engine.prefetch(&p, 0..1000, false));
     std::thread::sleep(Duration::from_millis(5));
     assert!(engine.prefetch(&p, 10_000..14_000, false)); // one job: pieces 10..14
@@ -295,13 +294,7 @@ fn backoff_grows_and_honours_retry_after() {
 
 #[test]
 fn downloads_report_their_state_while_live() {
-    let engine = Engine::start(&Config {
-        workers: 1,
-        ..config()
-    });
-    let mut fake = FakeProvider::new(100_000, 1000);
-    fake.delay = Duration::from_millis(150);
-    let p: Arc<dyn PieceProvider> = Arc::new(fake);
+    let (engine, _, p) = one_slow_worker(150);
     assert!(engine.prefetch(&p, 0..1000, false));
     assert!(engine.prefetch(&p, 50_000..51_000, false));
     std::thread::sleep(Duration::from_millis(50));
