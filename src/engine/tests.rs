@@ -257,13 +257,7 @@ fn demand_read_promotes_a_queued_readahead_job() {
 
 #[test]
 fn shutdown_fails_waiters_instead_of_hanging() {
-    let engine = Engine::start(&Config {
-        workers: 1,
-        ..config()
-    });
-    let mut fake = FakeProvider::new(100_000, 1000);
-    fake.delay = Duration::from_millis(200);
-    let p: Arc<dyn PieceProvider> = Arc::new(fake);
+    let (engine, _, p) = one_slow_worker(200);
     assert!(engine.prefetch(&p, 0..1000, false));
     let (tx, rx) = crossbeam_channel::unbounded();
     engine
