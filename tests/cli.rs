@@ -127,6 +127,28 @@ fn make_tree(parent: &Path) -> Vec<(String, Vec<u8>)> {
     files
 }
 
+/// `dir/www/sample` (see `make_tree`) served by `gtio serve`, and its torrent
+/// made by `gtio create` with that server as web seed and 2^`piece_log2`
+/// pieces at `dir/sample.torrent`.
+fn serve_sample(dir: &Path, piece_log2: u32) -> (Vec<(String, Vec<u8>)>, Served, PathBuf) {
+    let www = dir.join("www");
+    let files = make_tree(&www);
+    let served = Served::start(&www);
+    let torrent = dir.join("sample.torrent");
+    let log2 = piece_log2.to_string();
+    ok(&[
+        "create",
+        path_str(&www.join("sample")),
+        "--web-seed",
+        &served.url,
+        "-l",
+        &log2,
+        "-o",
+        path_str(&torrent),
+    ]);
+    (files, served, torrent)
+}
+
 fn stream_of(files: &[(String, Vec<u8>)]) -> Vec<u8> {
     files.iter().flat_map(|(_, d)| d.iter().copied()).collect()
 }
@@ -341,21 +363,8 @@ fn ls_and_cat_a_torrent_and_a_plain_object_on_nginx() {
 #[test]
 fn get_overlapping_ranges_and_a_file_range_from_gtio_serve() {
     let dir = tempdir();
-    let www = dir.join("www");
-    let files = make_tree(&www);
+    let (files, mut served, torrent) = serve_sample(&dir, 15);
     let stream = stream_of(&files);
-    let mut served = Served::start(&www);
-    let torrent = dir.join("sample.torrent");
-    ok(&[
-        "create",
-        path_str(&www.join("sample")),
-        "--web-seed",
-        &served.url,
-        "-l",
-        "15",
-        "-o",
-        path_str(&torrent),
-    ]);
     let plain = format!("{}sample/reads/a.bin", served.url);
     let out = dir.join("out");
     let stdout = text(&ok(&[
@@ -435,7 +444,7 @@ fn get_overlapping_ranges_and_a_file_range_from_gtio_serve() {
     let seed = format!("{}sample/reads/deep/", served.url);
     ok(&[
         "create",
-        path_str(&www.join("sample/reads/deep/c.bin")),
+        path_str(&dir.join("www/sample/reads/deep/c.bin")),
         "--web-seed",
         &seed,
         "-o",
@@ -649,20 +658,7 @@ fn aria2c_downloads_a_torrent_made_by_gtio_create_from_gtio_serve() {
         .find(|p| p.exists())
         .expect("aria2c is not installed (make deps)");
     let dir = tempdir();
-    let www = dir.join("www");
-    let files = make_tree(&www);
-    let mut served = Served::start(&www);
-    let torrent = dir.join("sample.torrent");
-    ok(&[
-        "create",
-        path_str(&www.join("sample")),
-        "--web-seed",
-        &served.url,
-        "-l",
-        "16",
-        "-o",
-        path_str(&torrent),
-    ]);
+    let (files, mut served, torrent) = serve_sample(&dir, 16);
     let dl = dir.join("dl");
     let mut cmd = Command::new(aria2c);
     cmd.args([

@@ -8,56 +8,10 @@ use std::ffi::{c_void, CStr};
 use gtio::ffi::{gtio_close, gtio_open_gto, gtio_size, GTIO_Error};
 use sha1::{Digest, Sha1};
 
-/// A minimal bencode writer, independent of gtio's encoder; keys are written
-/// in the order given (so tests can also write them unsorted).
-#[derive(Clone)]
-enum B {
-    I(i64),
-    S(Vec<u8>),
-    L(Vec<B>),
-    D(Vec<(Vec<u8>, B)>),
-}
+#[path = "support/bencode.rs"]
+mod bencode;
 
-fn s(x: impl AsRef<[u8]>) -> B {
-    B::S(x.as_ref().to_vec())
-}
-
-fn d(entries: Vec<(&str, B)>) -> B {
-    B::D(
-        entries
-            .into_iter()
-            .map(|(k, v)| (k.as_bytes().to_vec(), v))
-            .collect(),
-    )
-}
-
-fn enc(v: &B) -> Vec<u8> {
-    fn go(v: &B, out: &mut Vec<u8>) {
-        match v {
-            B::I(i) => out.extend_from_slice(format!("i{i}e").as_bytes()),
-            B::S(b) => {
-                out.extend_from_slice(format!("{}:", b.len()).as_bytes());
-                out.extend_from_slice(b);
-            }
-            B::L(l) => {
-                out.push(b'l');
-                l.iter().for_each(|x| go(x, out));
-                out.push(b'e');
-            }
-            B::D(d) => {
-                out.push(b'd');
-                for (k, x) in d {
-                    go(&B::S(k.clone()), out);
-                    go(x, out);
-                }
-                out.push(b'e');
-            }
-        }
-    }
-    let mut out = Vec::new();
-    go(v, &mut out);
-    out
-}
+use bencode::{d, enc, s, B};
 
 const PIECE: i64 = 16_384;
 

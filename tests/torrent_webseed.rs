@@ -22,12 +22,15 @@
 //! own data (a distinct `test_data` seed): no test can be served pieces that
 //! another test verified.
 
+#[path = "support/bencode.rs"]
+mod bencode;
 mod support;
 
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::path::Path;
 use std::process::Command;
 
+use bencode::{d, enc, s, B};
 use gtio::ffi::{
     gtio_close, gtio_closedir, gtio_free_file_list, gtio_get_file_list, gtio_lseek, gtio_open_gto,
     gtio_open_uri, gtio_opendir, gtio_pread, gtio_read, gtio_readdir, gtio_size, GTIO_Dirent,
@@ -775,43 +778,6 @@ fn remote_torrent_may_not_read_file_seeds_but_local_metainfo_may() {
 // ---------------------------------------------------------------------------
 // BEP 47 pad files
 
-/// A minimal bencode writer, independent of gtio's encoder.
-enum B {
-    I(i64),
-    S(Vec<u8>),
-    L(Vec<B>),
-    /// Keys must be given sorted.
-    D(Vec<(&'static str, B)>),
-}
-
-fn s(x: impl AsRef<[u8]>) -> B {
-    B::S(x.as_ref().to_vec())
-}
-
-fn benc(v: &B, out: &mut Vec<u8>) {
-    match v {
-        B::I(i) => out.extend_from_slice(format!("i{i}e").as_bytes()),
-        B::S(b) => {
-            out.extend_from_slice(format!("{}:", b.len()).as_bytes());
-            out.extend_from_slice(b);
-        }
-        B::L(l) => {
-            out.push(b'l');
-            l.iter().for_each(|x| benc(x, out));
-            out.push(b'e');
-        }
-        B::D(d) => {
-            assert!(d.windows(2).all(|w| w[0].0 < w[1].0), "keys unsorted");
-            out.push(b'd');
-            for (k, x) in d {
-                benc(&s(k), out);
-                benc(x, out);
-            }
-            out.push(b'e');
-        }
-    }
-}
-
 #[test]
 fn bep47_pad_files_are_hidden_zero_and_never_fetched() {
     let root = tempdir();
@@ -844,19 +810,19 @@ fn bep47_pad_files_are_hidden_zero_and_never_fetched() {
         .collect();
 
     let file = |len: u64, path: Vec<&str>, attr: Option<&str>| {
-        let mut d = Vec::new();
+        let mut entries = Vec::new();
         if let Some(a) = attr {
-            d.push(("attr", s(a)));
+            entries.push(("attr", s(a)));
         }
-        d.push(("length", B::I(len as i64)));
-        d.push(("path", B::L(path.into_iter().map(s).collect())));
-        B::D(d)
+        entries.push(("length", B::I(len as i64)));
+        entries.push(("path", B::L(path.into_iter().map(s).collect())));
+        d(entries)
     };
     let pad1_name = pad1.to_string();
-    let meta_value = B::D(vec![
+    let meta_value = d(vec![
         (
             "info",
-            B::D(vec![
+            d(vec![
                 (
                     "files",
                     B::L(vec![
@@ -876,8 +842,7 @@ fn bep47_pad_files_are_hidden_zero_and_never_fetched() {
         ),
         ("url-list", B::L(vec![s(ngx.url(""))])),
     ]);
-    let mut meta = Vec::new();
-    benc(&meta_value, &mut meta);
+    let meta = enc(&meta_value);
     std::fs::write(root.join("padded.torrent"), &meta).unwrap();
 
     let expect_list = vec![

@@ -46,6 +46,22 @@ AUTH_TOKEN = "s3cret-token"
 NGINX = os.environ.get("GTIO_NGINX", "/usr/sbin/nginx")
 
 
+def run_in_fresh_process(script: str, server: "Server", blob: str) -> None:
+    """Run `script` in a new Python process (for tests that change the
+    library's process-wide state: init, fini, fork). It gets argv = [pkg dir,
+    URL of `blob` on nginx, local path of `blob`] and must print "ok"."""
+    import gtio
+
+    pkg = os.path.dirname(os.path.dirname(gtio.__file__))
+    p = subprocess.run(
+        [sys.executable, "-c", script, pkg, server.url(blob), str(server.root / blob)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 0 and "ok" in p.stdout, p.stdout + p.stderr
+
+
 def rand_bytes(n: int, seed: int) -> bytes:
     """Deterministic pseudo-random bytes."""
     return random.Random(seed).randbytes(n)

@@ -15,9 +15,6 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import errno
-import os
-import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -25,6 +22,7 @@ from ctypes import POINTER, byref, c_void_p
 from typing import Callable, List, Optional
 
 import pytest
+from conftest import run_in_fresh_process
 
 import gtio
 from gtio._lib import (
@@ -438,11 +436,4 @@ def test_lib_fini_then_init_in_a_subprocess(server) -> None:
         print("ok")
         """
     )
-    pkg = os.path.dirname(os.path.dirname(gtio.__file__))
-    p = subprocess.run(
-        [sys.executable, "-c", script, pkg, server.url("blob.bin"), str(server.root / "blob.bin")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert p.returncode == 0 and "ok" in p.stdout, p.stdout + p.stderr
+    run_in_fresh_process(script, server, "blob.bin")

@@ -6,12 +6,11 @@ import asyncio
 import errno
 import os
 import random
-import subprocess
-import sys
 import textwrap
 import threading
 
 import pytest
+from conftest import run_in_fresh_process
 
 import gtio
 from gtio import _aio
@@ -238,14 +237,7 @@ def test_fork_child(server) -> None:
         print("ok")
         """
     )
-    pkg = os.path.dirname(os.path.dirname(gtio.__file__))
-    p = subprocess.run(
-        [sys.executable, "-c", script, pkg, server.url("blob.bin"), str(server.root / "blob.bin")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert p.returncode == 0 and "ok" in p.stdout, p.stdout + p.stderr
+    run_in_fresh_process(script, server, "blob.bin")
 
 
 def test_full_ring_backpressure(server) -> None:
@@ -279,14 +271,7 @@ def test_full_ring_backpressure(server) -> None:
         res = asyncio.run(main())
         bad = [i for i, ((n, o), r) in enumerate(zip(ranges, res)) if r != data[o:o + n]]
         print("bad", bad, "refused", refused)
-        sys.exit(1 if bad or not refused else 0)
+        sys.exit(1 if bad or not refused else print("ok"))
         """
     )
-    pkg = os.path.dirname(os.path.dirname(gtio.__file__))
-    p = subprocess.run(
-        [sys.executable, "-c", script, pkg, server.url("async.bin"), str(server.root / "async.bin")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert p.returncode == 0, p.stdout + p.stderr
+    run_in_fresh_process(script, server, "async.bin")
