@@ -135,3 +135,19 @@ bench-smoke: build
 clean:
 	$(CARGO) clean
 	rm -rf $(EXDIR)
+
+# The htslib plugin (htslib/README.md): hfile_gtio.so against include/gtio.h and
+# Debian's libhts-dev (only hfile.h is used; the plugin interface is declared
+# in the source). rpath $ORIGIN/.. finds libgtio.so both in the build tree and
+# in $(LIBDIR). Use: HTS_PATH=$(CURDIR)/target/release/htslib: samtools ...
+HTS_PLUGIN := $(RELEASE)/htslib/hfile_gtio.so
+.PHONY: htslib install-htslib
+htslib: build
+	@test -f /usr/include/htslib/hfile.h || { echo "htslib: needs libhts-dev (make deps)" >&2; exit 1; }
+	@mkdir -p $(RELEASE)/htslib
+	@$(CC) -std=c11 -Wall -Wextra -Werror -O2 -g -fPIC -shared -Iinclude \
+		htslib/hfile_gtio.c -o $(HTS_PLUGIN) -L$(RELEASE) -Wl,-rpath,'$$ORIGIN/..' -lgtio -lpthread
+install: install-htslib
+install-htslib: htslib
+	install -d $(DESTDIR)$(LIBDIR)/htslib
+	install -m 755 $(HTS_PLUGIN) $(DESTDIR)$(LIBDIR)/htslib/hfile_gtio.so

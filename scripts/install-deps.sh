@@ -2,7 +2,7 @@
 # Install what gtio's build, tests and benchmarks need, only what is missing.
 # Idempotent; quiet on success. Debian 12, run as root (CI runs as root).
 #   - system packages: nginx-light, mktorrent, aria2, valgrind, curl, openssl,
-#     python3-venv, pkg-config (apt-get update runs once, only if one is missing)
+#     python3-venv, pkg-config, samtools, bcftools, tabix, libhts-dev (apt-get update runs once, only if one is missing)
 #   - .venv (at the repo root) with python/requirements-dev.txt
 set -euo pipefail
 
@@ -33,6 +33,10 @@ probe curl command -v curl
 probe openssl command -v openssl
 probe pkg-config command -v pkg-config
 probe python3-venv "${PYTHON:-false}" -c 'import venv, ensurepip'
+probe samtools command -v samtools
+probe bcftools command -v bcftools
+probe tabix command -v tabix
+probe libhts-dev test -f /usr/include/htslib/hfile.h
 
 if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
@@ -68,6 +72,10 @@ probe curl command -v curl
 probe openssl command -v openssl
 probe pkg-config command -v pkg-config
 probe python3-venv "${PYTHON:-false}" -c 'import venv, ensurepip'
+probe samtools command -v samtools
+probe bcftools command -v bcftools
+probe tabix command -v tabix
+probe libhts-dev test -f /usr/include/htslib/hfile.h
 [ "${#missing[@]}" -eq 0 ] || die "still missing after apt-get install: ${missing[*]}"
 
 # Python venv with the dev requirements; reinstalled only when requirements change
