@@ -350,7 +350,10 @@ static hFILE *gtio_hopen(const char *filename, const char *mode)
 
 static int gtio_isremote(const char *filename)
 {
-    return strncmp(filename, "gtio+file:", 10) != 0;
+    /* Always "remote": htslib then opens index files through this plugin
+     * (for a local file it would look for "gtio+file://....bai" on disk). */
+    (void)filename;
+    return 1;
 }
 
 /* Settings from the environment, since htslib passes none. */

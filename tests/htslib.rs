@@ -50,12 +50,22 @@ fn build_plugin(dir: &Path) {
 }
 
 fn run(cmd: &str, args: &[&str], hts_path: &Path) -> (bool, Vec<u8>, String) {
+    run_env(cmd, args, hts_path, &[])
+}
+
+fn run_env(
+    cmd: &str,
+    args: &[&str],
+    hts_path: &Path,
+    env: &[(&str, &Path)],
+) -> (bool, Vec<u8>, String) {
     // `timeout` bounds every network wait of the tool.
     let out = Command::new("timeout")
         .arg("120")
         .arg(cmd)
         .args(args)
         .env("HTS_PATH", format!("{}:", hts_path.display()))
+        .envs(env.iter().copied())
         .output()
         .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
     (
@@ -66,7 +76,11 @@ fn run(cmd: &str, args: &[&str], hts_path: &Path) -> (bool, Vec<u8>, String) {
 }
 
 fn must(cmd: &str, args: &[&str], hts_path: &Path) -> Vec<u8> {
-    let (ok, out, err) = run(cmd, args, hts_path);
+    must_env(cmd, args, hts_path, &[])
+}
+
+fn must_env(cmd: &str, args: &[&str], hts_path: &Path, env: &[(&str, &Path)]) -> Vec<u8> {
+    let (ok, out, err) = run_env(cmd, args, hts_path, env);
     assert!(ok, "{cmd} {args:?} failed:\n{err}");
     out
 }
@@ -166,7 +180,16 @@ fn samtools_bcftools_tabix_through_gtio() {
             format!("gtio+{}", ngx.url("set.torrent")),
             "#dir/",
         ),
+        ("https", format!("gtio+{}", ngx.tls_url("set/dir/")), ""),
+        (
+            "https torrent",
+            format!("gtio+{}", ngx.tls_url("set.torrent")),
+            "#dir/",
+        ),
+        ("file", format!("gtio+file://{}/", set.display()), ""),
     ];
+    let ca = ngx.ca_cert();
+    let env: &[(&str, &Path)] = &[("GTIO_CA_BUNDLE", &ca)];
     let regions = [
         "chr1:1000-2000",
         "chr2:50000-60000",
@@ -183,12 +206,12 @@ fn samtools_bcftools_tabix_through_gtio() {
                 !local.is_empty(),
                 "region {r} is empty: the test would prove nothing"
             );
-            let got = must("samtools", &["view", &rbam, r], &plugins);
+            let got = must_env("samtools", &["view", &rbam, r], &plugins, env);
             assert!(got == local, "{form}: samtools view {r} differs");
         }
         let local = must("samtools", &["idxstats", bam_s], &plugins);
         assert_eq!(
-            must("samtools", &["idxstats", &rbam], &plugins),
+            must_env("samtools", &["idxstats", &rbam], &plugins, env),
             local,
             "{form} idxstats"
         );
@@ -198,15 +221,16 @@ fn samtools_bcftools_tabix_through_gtio() {
             &plugins,
         );
         assert!(!local.is_empty());
-        let got = must(
+        let got = must_env(
             "bcftools",
             &["view", "-H", "-r", "chr2:1000-5000", &rvcf],
             &plugins,
+            env,
         );
         assert!(got == local, "{form}: bcftools view -r differs");
         let local = must("tabix", &[vcf_s, "chr1:100000-101000"], &plugins);
         assert!(!local.is_empty());
-        let got = must("tabix", &[&rvcf, "chr1:100000-101000"], &plugins);
+        let got = must_env("tabix", &[&rvcf, "chr1:100000-101000"], &plugins, env);
         assert!(got == local, "{form}: tabix differs");
     }
 
