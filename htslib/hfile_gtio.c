@@ -280,6 +280,25 @@ static int find_member(struct dataset *d, const char *member, uint64_t *start, u
     return 0;
 }
 
+/* htslib puts the index suffix before a URL's '#fragment': the index of
+ * "set.torrent#dir/a.bam" is asked for as "set.torrent.bai#dir/a.bam".
+ * Move the suffix onto the member: "set.torrent#dir/a.bam.bai". Edits `uri`
+ * (split at '#' already) in place; returns the suffix to append, or NULL. */
+static const char *index_suffix(char *uri)
+{
+    static const char *const exts[] = {".bai", ".csi", ".tbi", ".crai"};
+    size_t n = strlen(uri);
+    for (size_t i = 0; i < sizeof exts / sizeof exts[0]; i++) {
+        size_t e = strlen(exts[i]);
+        if (n > e + 8 && strcmp(uri + n - e, exts[i]) == 0 &&
+            strncmp(uri + n - e - 8, ".torrent", 8) == 0) {
+            uri[n - e] = '\0';
+            return exts[i];
+        }
+    }
+    return NULL;
+}
+
 static hFILE *gtio_hopen(const char *filename, const char *mode)
 {
     if (strncmp(filename, "gtio+", 5) != 0) {
@@ -304,6 +323,7 @@ static hFILE *gtio_hopen(const char *filename, const char *mode)
         return NULL;
     }
 
+    const char *index_suffix_of_open = member ? index_suffix(uri) : NULL;
     struct dataset *d = dataset_get(uri);
     if (!d) {
         free(uri);
@@ -311,7 +331,16 @@ static hFILE *gtio_hopen(const char *filename, const char *mode)
     }
     uint64_t start = 0, size = 0;
     if (member) {
-        int rc = find_member(d, member, &start, &size);
+        const char *suffix = index_suffix_of_open;
+        int rc;
+        if (suffix) {
+            char *name = NULL;
+            rc = asprintf(&name, "%s%s", member, suffix) < 0 ? (errno = ENOMEM, -1)
+                                                                : find_member(d, name, &start, &size);
+            free(name);
+        } else {
+            rc = find_member(d, member, &start, &size);
+        }
         int e = errno;
         free(uri); /* member points into uri */
         if (rc < 0) {

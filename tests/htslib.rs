@@ -60,12 +60,16 @@ fn run_env(
     env: &[(&str, &Path)],
 ) -> (bool, Vec<u8>, String) {
     // `timeout` bounds every network wait of the tool.
+    let cwd = tempdir();
     let out = Command::new("timeout")
         .arg("120")
         .arg(cmd)
         .args(args)
         .env("HTS_PATH", format!("{}:", hts_path.display()))
         .envs(env.iter().copied())
+        // htslib keeps a copy of a remote index in the working directory and
+        // reuses it: run in a fresh one so every index is read through gtio.
+        .current_dir(cwd.path())
         .output()
         .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
     (
