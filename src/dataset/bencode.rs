@@ -6,8 +6,9 @@
 //! a crate for three reasons:
 //!
 //! - **Strictness.** Every value has exactly one valid encoding: no leading
-//!   zeros, no `-0`, dictionary keys strictly increasing (sorted, no
-//!   duplicates), nothing after the top-level value. The info-hash that names a
+//!   zeros, no `-0`, no duplicate dictionary keys, nothing after the
+//!   top-level value but one newline. Out-of-order keys are accepted (as
+//!   libtorrent does) and sorted in the decoded [`Dict`]. The info-hash that names a
 //!   torrent is the SHA-1 of the *bytes* of its `info` dictionary, so a lenient
 //!   decoder would let two different byte strings that "mean" the same
 //!   metainfo produce different info-hashes, and a re-encoded dictionary would
@@ -191,7 +192,10 @@ pub fn decode_with(input: &[u8], limits: Limits) -> Result<Value<'_>> {
         values: 0,
     };
     let value = d.value(1)?;
-    if d.pos != input.len() {
+    // A trailing newline (a file written by `echo` or an editor) is
+    // accepted, as libtorrent does; anything else after the value is not.
+    let rest = input.get(d.pos..).unwrap_or_default();
+    if !matches!(rest, b"" | b"\n" | b"\r\n") {
         return Err(d.err("trailing data after the top-level value"));
     }
     Ok(value)
@@ -256,6 +260,7 @@ impl<'a> Decoder<'a> {
         let start = self.pos;
         self.pos += 1;
         let mut entries: Vec<(&'a [u8], Value<'a>)> = Vec::new();
+        let mut unsorted = false;
         loop {
             match self.peek() {
                 None => return Err(self.err("unterminated dictionary")),
@@ -265,17 +270,18 @@ impl<'a> Decoder<'a> {
             }
             let key_pos = self.pos;
             let key = self.bytes()?;
-            if let Some((prev, _)) = entries.last() {
-                if key <= *prev {
-                    // Report at the key, not after it.
+            if entries.last().is_some_and(|(prev, _)| key <= *prev) {
+                // Out of order: libtorrent accepts it and the info-hash is
+                // taken over the raw bytes, so only a duplicate (which would
+                // make a lookup ambiguous) is refused.
+                if entries.iter().any(|(k, _)| *k == key) {
                     self.pos = key_pos;
-                    let what = if key == *prev {
-                        "duplicate dictionary key"
-                    } else {
-                        "dictionary keys not sorted"
-                    };
-                    return Err(self.err(&format!("{what} ({:?})", String::from_utf8_lossy(key))));
+                    return Err(self.err(&format!(
+                        "duplicate dictionary key ({:?})",
+                        String::from_utf8_lossy(key)
+                    )));
                 }
+                unsorted = true;
             }
             if self.peek().is_none() {
                 return Err(self.err("dictionary key without a value"));
@@ -284,6 +290,10 @@ impl<'a> Decoder<'a> {
             entries.push((key, value));
         }
         self.pos += 1;
+        if unsorted {
+            // Keys are unique (checked above); restore the sorted invariant.
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+        }
         Ok(Dict {
             entries,
             raw: self.input.get(start..self.pos),

@@ -229,8 +229,11 @@ fn hash_pieces(files: &[Entry], piece_length: u64, total: u64) -> Result<Vec<u8>
     let buf_len = usize::try_from(piece_length.min(total))
         .map_err(|_| Error::invalid("piece length does not fit in memory"))?;
     if buf_len == 0 {
-        // Only empty files: no bytes, no pieces.
-        return Ok(Vec::new());
+        // Only empty files: no piece to hash, and a torrent without pieces
+        // is refused by every peer (and by gtio's own parser).
+        return Err(Error::invalid(
+            "the dataset has no data (only empty files): a torrent needs at least one piece",
+        ));
     }
     let mut buf = vec![0u8; buf_len];
     // Invariant at the top of each read: 0 <= filled < buf.len(), so the

@@ -186,6 +186,13 @@ pub fn parse(buf: &[u8]) -> Result<Metainfo> {
             "'pieces' has {have} hashes, expected {expected} for {total_length} bytes in pieces of {piece_length}"
         )));
     }
+    if expected == 0 {
+        // No piece means nothing to hash or fetch; every BitTorrent peer
+        // refuses such a torrent.
+        return Err(invalid(
+            "the torrent has no data (total length 0, no pieces)",
+        ));
+    }
     if expected > u64::from(u32::MAX) {
         return Err(invalid(format!("{expected} pieces is too many")));
     }
@@ -379,15 +386,15 @@ fn url_list(root: &Dict<'_>) -> Result<Vec<String>> {
             )))
         }
     };
-    let mut urls = Vec::with_capacity(items.len());
-    for item in items {
-        let bytes = item
-            .as_bytes()
-            .ok_or_else(|| invalid(format!("'url-list' contains {}, not a string", item.kind())))?;
-        if !bytes.is_empty() {
-            urls.push(utf8(bytes, "url-list")?);
-        }
-    }
+    // An entry of the wrong type (a list, an integer) or that is not UTF-8
+    // is skipped rather than failing the torrent, as libtorrent does: a web
+    // seed is optional, so one unusable entry must not hide the others.
+    let urls = items
+        .into_iter()
+        .filter_map(|item| item.as_bytes())
+        .filter(|b| !b.is_empty())
+        .filter_map(|b| std::str::from_utf8(b).ok().map(str::to_owned))
+        .collect();
     Ok(urls)
 }
 

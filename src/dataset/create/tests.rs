@@ -134,14 +134,15 @@ fn multi_file_round_trip() {
 }
 
 #[test]
-fn only_empty_files_give_no_pieces() {
+fn only_empty_files_are_refused() {
     let t = TempDir::new();
     t.file("d/a", 0, 0);
     t.file("d/b", 0, 0);
-    let m = parse(&create_torrent(&t.0.join("d"), &[], None).unwrap()).unwrap();
-    assert_eq!(m.total_length, 0);
-    assert!(m.piece_hashes.is_empty());
-    assert_eq!(m.files.len(), 2);
+    rejects(
+        create_torrent(&t.0.join("d"), &[], None),
+        libc::EINVAL,
+        "has no data",
+    );
 }
 
 fn rejects(result: Result<Vec<u8>>, errno: i32, needle: &str) {
