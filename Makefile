@@ -67,7 +67,9 @@ endif
 # A short tour (scripts/demo.sh): a sample dataset served by `gtio serve`, a
 # torrent of it made by `gtio create`, read by the C examples and the CLI,
 # every byte checked; the server and temp files are cleaned up on any exit.
-demo: examples
+demo:
+	@echo "demo: building gtio and the C examples (cargo build --release; a cold build takes a few minutes)"
+	@$(MAKE) --no-print-directory examples
 	@GTIO=$(CURDIR)/$(RELEASE)/gtio EXDIR=$(CURDIR)/$(EXDIR) scripts/demo.sh
 
 install: build
