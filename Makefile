@@ -5,6 +5,7 @@ SHELL := /bin/bash
 PREFIX     ?= /usr/local
 LIBDIR     ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
+BINDIR     ?= $(PREFIX)/bin
 DESTDIR    ?=
 CARGO      ?= cargo
 CC         := $(if $(filter default,$(origin CC)),cc,$(CC))
@@ -27,7 +28,7 @@ PY_TESTS := $(shell find tests/python \( -name 'test_*.py' -o -name '*_test.py' 
 
 VALGRIND := valgrind --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=1 --suppressions=$(CURDIR)/tests/valgrind.supp
 
-.PHONY: build header examples test demo install check-mem check-asan clean deps bench bench-smoke
+.PHONY: build header examples test demo install uninstall check-mem check-asan clean deps bench bench-smoke
 
 deps:
 	@scripts/install-deps.sh
@@ -67,12 +68,19 @@ endif
 # A short tour (scripts/demo.sh): a sample dataset served by `gtio serve`, a
 # torrent of it made by `gtio create`, read by the C examples and the CLI,
 # every byte checked; the server and temp files are cleaned up on any exit.
-demo: examples
+demo:
+	@echo "demo: building gtio and the C examples (cargo build --release; a cold build takes a few minutes)"
+	@$(MAKE) --no-print-directory examples
 	@GTIO=$(CURDIR)/$(RELEASE)/gtio EXDIR=$(CURDIR)/$(EXDIR) scripts/demo.sh
 
+# gtio.pc's Libs carry -Wl,-rpath,$(LIBDIR), so a program built with
+# `pkg-config --cflags --libs gtio` finds libgtio.so at run time without
+# LD_LIBRARY_PATH; for a system prefix run as root, ldconfig also runs.
 install: build
 	@test -f include/gtio.h || { echo "install: include/gtio.h is missing (make header)" >&2; exit 1; }
-	install -d $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(LIBDIR)/pkgconfig
+	install -d $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(BINDIR)
+	install -m 755 $(RELEASE)/gtio $(DESTDIR)$(BINDIR)/gtio
+	strip --strip-debug $(DESTDIR)$(BINDIR)/gtio
 	install -m 644 include/gtio.h $(DESTDIR)$(INCLUDEDIR)/gtio.h
 	install -m 755 $(RELEASE)/libgtio.so $(DESTDIR)$(LIBDIR)/libgtio.so.$(VERSION)
 	strip --strip-debug $(DESTDIR)$(LIBDIR)/libgtio.so.$(VERSION)
@@ -83,6 +91,14 @@ install: build
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
 	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@VERSION@|$(VERSION)|g' \
 	    gtio.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/gtio.pc
+	@if [ -z "$(DESTDIR)" ] && command -v ldconfig >/dev/null && [ "$$(id -u)" = 0 ]; then ldconfig; fi
+
+# Removes exactly what install put there (same PREFIX/DESTDIR), nothing else.
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/gtio $(DESTDIR)$(INCLUDEDIR)/gtio.h \
+	      $(DESTDIR)$(LIBDIR)/libgtio.so $(DESTDIR)$(LIBDIR)/libgtio.so.$(SOMAJOR) \
+	      $(DESTDIR)$(LIBDIR)/libgtio.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libgtio.a \
+	      $(DESTDIR)$(LIBDIR)/pkgconfig/gtio.pc
 	@if [ -z "$(DESTDIR)" ] && command -v ldconfig >/dev/null && [ "$$(id -u)" = 0 ]; then ldconfig; fi
 
 # The C examples under valgrind against nginx (0 definitely lost, no memory errors).

@@ -262,7 +262,14 @@ fn help_has_examples_and_bad_command_lines_exit_2() {
     for args in [
         &["bogus"][..],
         &["get", "--range", "x:0:1"],
-        &["create", "/tmp", "-o", "x.torrent"],
+        &[
+            "create",
+            "/tmp",
+            "--web-seed",
+            "ftp://h/",
+            "-o",
+            "x.torrent",
+        ],
         &[
             "create",
             "/tmp",
@@ -587,7 +594,7 @@ fn credentials_and_tls_options() {
     let url = ngx.url("auth/secret.bin");
     let line = fails(&["cat", &url], 1);
     assert!(!line.contains(AUTH_TOKEN));
-    assert!(ok(&["--cred", AUTH_TOKEN, "cat", &url]) == data);
+    assert!(ok(&["cat", "--cred", AUTH_TOKEN, &url]) == data);
     let mut cmd = gtio();
     cmd.env("GTIO_CRED", AUTH_TOKEN)
         .args(["cat", &url, "--length", "10"]);
@@ -598,7 +605,7 @@ fn credentials_and_tls_options() {
     let tls = ngx.tls_url("secret.bin");
     fails(&["ls", &tls], 1);
     let ca = ngx.ca_cert();
-    assert!(ok(&["--ca-bundle", path_str(&ca), "cat", &tls]) == data);
+    assert!(ok(&["cat", "--ca-bundle", path_str(&ca), &tls]) == data);
 }
 
 #[test]

@@ -362,14 +362,18 @@ def open(
 
     A URI whose path ends in ``.torrent`` (or served as
     ``application/x-bittorrent``) opens the torrent it names. A local path
-    (``os.PathLike``) is opened as a ``file://`` URI. ``cred`` is sent as
+    (an ``os.PathLike``, or a string with no ``scheme://``, as the CLI takes
+    it) is opened as a ``file://`` URI, so ``open("www/sample.torrent")``
+    opens that torrent. ``cred`` is sent as
     ``Authorization: Bearer <cred>`` (as given if it starts with a scheme
     word) to the URI's host only. Blocks for the metadata request(s).
 
     Raises an ``OSError`` subclass on failure: ``FileNotFoundError`` for a
     404, ``PermissionError`` for 401/403, ...
     """
-    if isinstance(uri, os.PathLike):
+    if isinstance(uri, bytes) and b"://" not in uri:
+        uri = os.fsdecode(uri)
+    if isinstance(uri, os.PathLike) or (isinstance(uri, str) and "://" not in uri):
         from pathlib import Path
 
         uri = Path(os.fspath(uri)).resolve().as_uri()

@@ -14,11 +14,11 @@ Examples:
   gtio serve ./www --addr 127.0.0.1:8080          serve ./www over HTTP (Ctrl-C stops)
   gtio create ./www/sample --web-seed http://127.0.0.1:8080/ -o sample.torrent
   gtio ls sample.torrent                          files, offsets and sizes
-  gtio cat sample.torrent --file reads/a.txt --offset 100 --length 50
-  gtio cat https://example.org/data.bin | head -c 100
-  gtio get -d sample.torrent --range sample:0:1000 --file-range sample:reads/a.txt:0:10 -o out
+  gtio cat sample.torrent --file lines.txt --offset 7 --length 20
+  gtio cat http://127.0.0.1:8080/sample.zip | head -c 100
+  gtio get -d sample.torrent --range sample:0:1000 --file-range sample:reads/numbers.txt:0:10 -o out
                                                   writes out/sample/range-0:1000 and
-                                                  out/sample/reads/a.txt-0:10
+                                                  out/sample/reads/numbers.txt-0:10
 
 A dataset is a .torrent file, a local file, or an http://, https:// or file://
 URI (a URI ending in .torrent, or served as application/x-bittorrent, is a
@@ -35,21 +35,72 @@ Exit status: 0 on success, 1 when an operation fails, 2 for a bad command line."
     after_help = EXAMPLES
 )]
 struct Cli {
-    /// Credential sent as `Authorization` to the dataset's host
-    /// (`Bearer TOKEN` unless it starts with a scheme word); default: $GTIO_CRED
-    #[arg(long, global = true, value_name = "TOKEN")]
-    cred: Option<String>,
-
     /// No progress bar and no informational output
     #[arg(short, long, global = true)]
     quiet: bool,
 
-    /// PEM file of extra CA certificates to trust for https://; default: $GTIO_CA_BUNDLE
-    #[arg(long, global = true, value_name = "PEM")]
-    ca_bundle: Option<PathBuf>,
-
     #[command(subcommand)]
     command: Command,
+}
+
+/// Options of the commands that read datasets (ls, cat, get): DESIGN.md's
+/// settings that the library supports, each with its environment variable.
+#[derive(clap::Args, Debug, Default)]
+struct Net {
+    /// Credential sent as `Authorization` to the dataset's host
+    /// (`Bearer TOKEN` unless it starts with a scheme word)
+    #[arg(long, env = "GTIO_CRED", hide_env_values = true, value_name = "TOKEN")]
+    cred: Option<String>,
+    /// PEM file of extra CA certificates to trust for https://
+    #[arg(long, env = "GTIO_CA_BUNDLE", value_name = "PEM")]
+    ca_bundle: Option<PathBuf>,
+    /// Memory piece cache bound, bytes [default: 128 MiB]
+    #[arg(long, env = "GTIO_CACHE_BYTES", value_name = "BYTES")]
+    cache_bytes: Option<u64>,
+    /// Piece size of plain objects, bytes [default: 65536]
+    #[arg(long, env = "GTIO_BLOCK_SIZE", value_name = "BYTES")]
+    block_size: Option<u32>,
+    /// Fetch threads [default: 16]
+    #[arg(long, env = "GTIO_WORKERS", value_name = "N")]
+    workers: Option<u32>,
+    /// Connections per origin host [default: 8]
+    #[arg(long, env = "GTIO_MAX_CONNS_PER_HOST", value_name = "N")]
+    max_conns_per_host: Option<u32>,
+    /// Retries of a failed request [default: 4]
+    #[arg(long, env = "GTIO_RETRIES", value_name = "N")]
+    retries: Option<u32>,
+    /// Timeout of one request, milliseconds [default: 20000]
+    #[arg(long = "timeout-ms", env = "GTIO_TIMEOUT_MS", value_name = "MS")]
+    timeout_ms: Option<u32>,
+    /// Readahead bound per reader, bytes (0 disables) [default: 32 MiB]
+    #[arg(long, env = "GTIO_READAHEAD_MAX_BYTES", value_name = "BYTES")]
+    readahead_max_bytes: Option<u64>,
+}
+
+impl Net {
+    /// Start the library with these settings (defaults for the rest).
+    fn init(&self) -> Outcome {
+        let d = gtio::Config::default();
+        let c = gtio::Config {
+            cache_bytes: self.cache_bytes.unwrap_or(d.cache_bytes),
+            block_size: self.block_size.unwrap_or(d.block_size),
+            workers: self.workers.unwrap_or(d.workers),
+            max_conns_per_host: self.max_conns_per_host.unwrap_or(d.max_conns_per_host),
+            retries: self.retries.unwrap_or(d.retries),
+            timeout_ms: self.timeout_ms.unwrap_or(d.timeout_ms),
+            readahead_max_bytes: self.readahead_max_bytes.unwrap_or(d.readahead_max_bytes),
+            ca_bundle: self.ca_bundle.clone(),
+            ..d
+        };
+        if c == gtio::Config::default() {
+            return Ok(());
+        }
+        gtio::runtime::init(c).map_err(|e| Failure::new("settings", e))
+    }
+
+    fn cred(&self) -> Option<&str> {
+        self.cred.as_deref().filter(|c| !c.is_empty())
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -65,10 +116,12 @@ enum Command {
         /// One JSON object: {"name", "size", "files": [{"name", "offset", "size"}]}
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        net: Net,
     },
     /// Write a dataset's bytes (or one file's) to stdout
     #[command(
-        after_help = "Examples:\n  gtio cat sample.torrent --file reads/a.txt > a.txt\n  gtio cat http://127.0.0.1:8080/data.bin --offset 4096 --length 512 | xxd"
+        after_help = "Examples:\n  gtio cat www/sample.torrent --file lines.txt > lines.txt\n  gtio cat http://127.0.0.1:8080/sample.zip --offset 0 --length 64 | xxd"
     )]
     Cat {
         /// A .torrent file, a local file, or a URI
@@ -83,6 +136,8 @@ enum Command {
         /// At most this many bytes (default: to the end)
         #[arg(long, value_name = "N")]
         length: Option<u64>,
+        #[command(flatten)]
+        net: Net,
     },
     /// Fetch byte ranges of datasets into files, in parallel
     #[command(after_help = "\
@@ -92,9 +147,9 @@ would leave OUTDIR ('..', absolute paths) are refused. Options repeat and
 ranges may overlap; every piece is fetched once.
 
 Example:
-  gtio get -d sample.torrent -d http://127.0.0.1:8080/data.bin \\
+  gtio get -d www/sample.torrent -d http://127.0.0.1:8080/sample.zip \\
       --range sample:0:1048576 --range sample:524288:1048576 \\
-      --file-range sample:reads/a.txt:100:50 --range data.bin:0:4096 -o out")]
+      --file-range sample:reads/numbers.txt:100:50 --range sample.zip:0:4096 -o out")]
     Get {
         /// Datasets to read from (.torrent files, local files or URIs)
         #[arg(short = 'd', long = "dataset", value_name = "TORRENT-OR-URI", required = true, num_args = 1..)]
@@ -113,6 +168,8 @@ Example:
             default_value = "."
         )]
         outdir: PathBuf,
+        #[command(flatten)]
+        net: Net,
     },
     /// Make a torrent of a file or directory, with BEP 19 web seeds
     #[command(after_help = "\
@@ -125,8 +182,8 @@ Example:
     Create {
         /// The file or directory tree to hash
         path: PathBuf,
-        /// A web seed URL (repeat for several)
-        #[arg(long = "web-seed", value_name = "URL", required = true)]
+        /// A web seed URL (repeat for several; optional)
+        #[arg(long = "web-seed", value_name = "URL")]
         web_seeds: Vec<String>,
         /// Piece length as a power of two, 14 (16 KiB) to 28 (256 MiB); default: by size
         #[arg(short = 'l', long = "piece-length", value_name = "LOG2",
@@ -185,24 +242,11 @@ fn say(out: &mut impl Write, line: impl std::fmt::Display) -> Outcome {
 }
 
 fn run(cli: Cli) -> Outcome {
-    let cred = cli
-        .cred
-        .or_else(|| std::env::var("GTIO_CRED").ok().filter(|c| !c.is_empty()));
-    let cred = cred.as_deref();
     let quiet = cli.quiet;
-    let ca_bundle = cli
-        .ca_bundle
-        .or_else(|| std::env::var_os("GTIO_CA_BUNDLE").map(PathBuf::from));
-    if let Some(ca) = ca_bundle {
-        gtio::runtime::init(gtio::Config {
-            ca_bundle: Some(ca),
-            ..gtio::Config::default()
-        })
-        .map_err(|e| Failure::new("--ca-bundle", e))?;
-    }
     match cli.command {
-        Command::Ls { input, json } => {
-            let ds = tools::input::open(&input, cred)?;
+        Command::Ls { input, json, net } => {
+            net.init()?;
+            let ds = tools::input::open(&input, net.cred())?;
             let mut out = tools::cat::stdout_file()?;
             match tools::ls::ls(&ds, json, &mut out) {
                 Ok(()) => Ok(()),
@@ -215,8 +259,10 @@ fn run(cli: Cli) -> Outcome {
             file,
             offset,
             length,
+            net,
         } => {
-            let ds = tools::input::open(&input, cred)?;
+            net.init()?;
+            let ds = tools::input::open(&input, net.cred())?;
             let sel = Selection {
                 file,
                 offset,
@@ -233,7 +279,11 @@ fn run(cli: Cli) -> Outcome {
             ranges,
             file_ranges,
             outdir,
-        } => get(&datasets, &ranges, &file_ranges, &outdir, cred, quiet),
+            net,
+        } => {
+            net.init()?;
+            get(&datasets, &ranges, &file_ranges, &outdir, net.cred(), quiet)
+        }
         Command::Create {
             path,
             web_seeds,

@@ -116,3 +116,21 @@ def test_torrent_cred_goes_to_web_seeds(server) -> None:
         assert ei.value.http_status == 401
     with gtio.open_gto(meta, cred=server.token) as ds:
         _check_members(ds, files)
+
+
+def test_local_paths_as_the_cli_takes_them(server, monkeypatch) -> None:
+    # A plain string with no scheme is a local path, relative to the cwd: a
+    # local .torrent opens the torrent (its web seed is nginx), a local file
+    # opens that file.
+    monkeypatch.chdir(server.root)
+    with gtio.open("tdir.torrent") as ds:
+        _check_members(ds, server.torrent_files)
+    with gtio.open(b"tdir.torrent") as ds:
+        assert [f.name for f in ds.files()] == sorted(server.torrent_files)
+    total = sum(len(v) for v in server.torrent_files.values())
+    with gtio.open("./tdir.torrent") as ds:
+        assert ds.size == total
+    with gtio.open(str(server.root / "tdir.torrent")) as ds:
+        assert ds.size == total
+    with pytest.raises(FileNotFoundError):
+        gtio.open("no-such-file.bin")
