@@ -98,7 +98,9 @@ uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/gtio $(DESTDIR)$(INCLUDEDIR)/gtio.h \
 	      $(DESTDIR)$(LIBDIR)/libgtio.so $(DESTDIR)$(LIBDIR)/libgtio.so.$(SOMAJOR) \
 	      $(DESTDIR)$(LIBDIR)/libgtio.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libgtio.a \
-	      $(DESTDIR)$(LIBDIR)/pkgconfig/gtio.pc
+	      $(DESTDIR)$(LIBDIR)/pkgconfig/gtio.pc \
+	      $(DESTDIR)$(LIBDIR)/htslib/hfile_gtio.so
+	-rmdir $(DESTDIR)$(LIBDIR)/htslib 2>/dev/null
 	@if [ -z "$(DESTDIR)" ] && command -v ldconfig >/dev/null && [ "$$(id -u)" = 0 ]; then ldconfig; fi
 
 # The C examples under valgrind against nginx (0 definitely lost, no memory errors).
