@@ -34,7 +34,7 @@ use crossbeam_channel::Sender;
 use crate::dataset::{Layout, PieceSlice};
 use crate::source::Fault;
 use crate::{Config, Error};
-use cache::PieceCache;
+use cache::{MemoryLru, PieceStore};
 use request::AsyncRead;
 use scheduler::{Job, Scheduler};
 
@@ -131,7 +131,7 @@ struct Counters {
 
 pub struct Engine {
     config: Config,
-    cache: PieceCache,
+    cache: Box<dyn PieceStore>,
     flights: Mutex<HashMap<PieceKey, Flight>>,
     scheduler: Scheduler,
     states: Mutex<HashMap<u64, DownloadState>>,
@@ -145,7 +145,7 @@ pub struct Engine {
 impl Engine {
     pub fn start(config: &Config) -> Arc<Engine> {
         let engine = Arc::new(Engine {
-            cache: PieceCache::new(config.cache_bytes),
+            cache: Box::new(MemoryLru::new(config.cache_bytes)),
             flights: Mutex::new(HashMap::new()),
             scheduler: Scheduler::new(config.workers as usize),
             states: Mutex::new(HashMap::new()),

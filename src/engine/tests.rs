@@ -312,3 +312,35 @@ fn downloads_report_their_state_while_live() {
     );
     engine.shutdown();
 }
+
+#[test]
+fn pieces_up_to_half_the_cache_are_cached_and_hit() {
+    // The default 128 MiB cache and the 16 MiB pieces `gtio create` picks
+    // for large datasets: a sequential read fetches each piece once.
+    let engine = Engine::start(&Config {
+        cache_bytes: 128 << 20,
+        ..config()
+    });
+    let fake = Arc::new(FakeProvider::new(32 << 20, 16 << 20));
+    let p: Arc<dyn PieceProvider> = fake.clone();
+    let (mut hits, mut misses) = (0, 0);
+    let step = 256 << 10;
+    for off in (0..32u64 << 20).step_by(step) {
+        let piece = (off >> 24) as u32;
+        match engine.cached(&p.key(piece)) {
+            Some(_) => hits += 1,
+            None => {
+                misses += 1;
+                read_sync(&engine, &p, piece..piece + 1);
+            }
+        }
+    }
+    assert_eq!(
+        fake.fetches.load(Ordering::SeqCst),
+        2,
+        "one fetch per piece"
+    );
+    assert_eq!((misses, hits), (2, 126));
+    assert_eq!(engine.stats().cache_hits, 126);
+    engine.shutdown();
+}
