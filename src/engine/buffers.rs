@@ -12,6 +12,8 @@
 use std::ops::{Deref, DerefMut};
 use std::sync::Mutex;
 
+use crate::fork_safe::ForkSafe;
+
 /// At most this much idle memory waits in the pool: a few pieces' worth,
 /// since evictions and new downloads come at the same rate.
 const POOL_BYTES: usize = 16 << 20;
@@ -21,9 +23,12 @@ struct Pool {
     bytes: usize,
 }
 
-static POOL: Mutex<Pool> = Mutex::new(Pool {
-    idle: Vec::new(),
-    bytes: 0,
+/// Fresh in a fork child (see `fork_safe`): workers lock it on every piece.
+static POOL: ForkSafe<Mutex<Pool>> = ForkSafe::new(|| {
+    Mutex::new(Pool {
+        idle: Vec::new(),
+        bytes: 0,
+    })
 });
 
 /// The bytes of one piece; goes back to the pool when dropped.
@@ -37,7 +42,7 @@ impl PieceBuf {
     /// a sequential read's CPU), a new one is zeroed.
     pub fn reuse(len: usize) -> PieceBuf {
         let recycled = {
-            let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+            let mut pool = POOL.get().lock().unwrap_or_else(|e| e.into_inner());
             let found = pool.idle.iter().position(|v| v.capacity() == len);
             found.map(|i| {
                 let v = pool.idle.swap_remove(i);
@@ -90,7 +95,7 @@ impl Drop for PieceBuf {
         if cap == 0 {
             return;
         }
-        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pool = POOL.get().lock().unwrap_or_else(|e| e.into_inner());
         if pool.bytes + cap <= POOL_BYTES {
             pool.bytes += cap;
             pool.idle.push(v);
