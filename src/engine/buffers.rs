@@ -18,6 +18,11 @@ use crate::fork_safe::ForkSafe;
 /// since evictions and new downloads come at the same rate.
 const POOL_BYTES: usize = 16 << 20;
 
+/// Smaller buffers are not pooled: malloc serves them well from its own
+/// bins, and a pool of millions of 4-byte buffers would cost its headers
+/// many times their bytes and a linear search per piece.
+const MIN_POOLED: usize = 4096;
+
 struct Pool {
     idle: Vec<Vec<u8>>,
     bytes: usize,
@@ -41,6 +46,11 @@ impl PieceBuf {
     /// recycled one keeps its old bytes (zeroing 1 MiB per piece was 11% of
     /// a sequential read's CPU), a new one is zeroed.
     pub fn reuse(len: usize) -> PieceBuf {
+        if len < MIN_POOLED {
+            return PieceBuf {
+                data: vec![0u8; len],
+            };
+        }
         let recycled = {
             let mut pool = POOL.get().lock().unwrap_or_else(|e| e.into_inner());
             let found = pool.idle.iter().position(|v| v.capacity() == len);
@@ -92,7 +102,7 @@ impl Drop for PieceBuf {
     fn drop(&mut self) {
         let v = std::mem::take(&mut self.data);
         let cap = v.capacity();
-        if cap == 0 {
+        if cap < MIN_POOLED {
             return;
         }
         let mut pool = POOL.get().lock().unwrap_or_else(|e| e.into_inner());

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::*;
-use crate::dataset::Layout;
+use crate::dataset::{Layout, PieceSlice};
 
 struct FakeProvider {
     layout: Layout,
@@ -91,35 +91,46 @@ fn config() -> Config {
     .normalized()
 }
 
+/// Collects a read's bytes, for tests.
+struct VecTarget(Arc<Mutex<Vec<u8>>>);
+
+impl request::ReadTarget for VecTarget {
+    fn write_at(&mut self, offset: usize, bytes: &[u8]) {
+        self.0.lock().unwrap()[offset..offset + bytes.len()].copy_from_slice(bytes);
+    }
+}
+
+/// One waited read per piece, all asked for in one call (so runs are
+/// coalesced as for a real read); each piece's bytes or error.
 fn read_sync(
     engine: &Engine,
     p: &Arc<dyn PieceProvider>,
     pieces: Range<u32>,
-) -> Vec<Result<Piece, Error>> {
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let wants = pieces
-        .clone()
-        .enumerate()
-        .map(|(slot, piece)| {
-            (
-                piece,
-                Waiter::Sync {
-                    tx: tx.clone(),
-                    slot,
-                },
-            )
-        })
-        .collect();
-    drop(tx);
-    engine.request(p, wants, true).unwrap();
-    let mut out: Vec<Option<Result<Piece, Error>>> = vec![None; pieces.len()];
-    for _ in 0..pieces.len() {
-        let (slot, r) = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("piece arrives");
-        out[slot] = Some(r);
+) -> Vec<Result<Vec<u8>, Error>> {
+    let mut reads = Vec::new();
+    let mut wants = Vec::new();
+    for piece in pieces {
+        let r = p.layout().piece_range(piece);
+        let len = (r.end - r.start) as usize;
+        let bytes = Arc::new(Mutex::new(vec![0u8; len]));
+        let req = ReadRequest::waited(len, 1, Box::new(VecTarget(Arc::clone(&bytes))));
+        let slice = PieceSlice {
+            piece,
+            within: 0..len,
+            dest: 0,
+        };
+        wants.push((piece, Waiter::new(Arc::clone(&req), slice)));
+        reads.push((req, bytes));
     }
-    out.into_iter().map(Option::unwrap).collect()
+    engine.request(p, wants, true).unwrap();
+    reads
+        .into_iter()
+        .map(|(req, bytes)| {
+            req.wait()?;
+            let v = bytes.lock().unwrap().clone();
+            Ok(v)
+        })
+        .collect()
 }
 
 #[test]
@@ -259,13 +270,18 @@ fn demand_read_promotes_a_queued_readahead_job() {
 fn shutdown_fails_waiters_instead_of_hanging() {
     let (engine, _, p) = one_slow_worker(200);
     assert!(engine.prefetch(&p, 0..1000, false));
-    let (tx, rx) = crossbeam_channel::unbounded();
+    let bytes = Arc::new(Mutex::new(vec![0u8; 1000]));
+    let req = ReadRequest::waited(1000, 1, Box::new(VecTarget(bytes)));
+    let slice = PieceSlice {
+        piece: 50,
+        within: 0..1000,
+        dest: 0,
+    };
     engine
-        .request(&p, vec![(50, Waiter::Sync { tx, slot: 0 })], true)
+        .request(&p, vec![(50, Waiter::new(Arc::clone(&req), slice))], true)
         .unwrap();
     engine.shutdown();
-    let (_, r) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
-    assert_eq!(r.unwrap_err().errno(), libc::ECANCELED);
+    assert_eq!(req.wait().unwrap_err().errno(), libc::ECANCELED);
     assert!(engine.request(&p, vec![], true).is_err());
 }
 
