@@ -360,3 +360,34 @@ fn pieces_up_to_half_the_cache_are_cached_and_hit() {
     assert_eq!(engine.stats().cache_hits, 126);
     engine.shutdown();
 }
+
+#[test]
+fn pieces_larger_than_half_the_cache_are_refused_not_allocated() {
+    let engine = Engine::start(&config());
+    // A metainfo may claim any piece length: 2^40 bytes aborted the
+    // process when the worker allocated the piece.
+    let mut huge = FakeProvider::new(0, 1);
+    huge.layout = Layout::new(1 << 41, 1 << 40, vec![]).unwrap();
+    let huge = Arc::new(huge);
+    let p: Arc<dyn PieceProvider> = huge.clone();
+    let req = ReadRequest::waited(1, 1, Box::new(VecTarget(Arc::new(Mutex::new(vec![0])))));
+    let slice = PieceSlice {
+        piece: 0,
+        within: 0..1,
+        dest: 0,
+    };
+    let e = engine
+        .request(&p, vec![(0, Waiter::new(Arc::clone(&req), slice))], true)
+        .unwrap_err();
+    assert_eq!(e.errno(), libc::EFBIG, "{e}");
+    assert!(e.to_string().contains("cache_bytes"), "{e}");
+    assert_eq!(req.wait().unwrap_err().errno(), libc::ECANCELED);
+    assert!(!engine.prefetch(&p, 0..4096, false));
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(huge.fetches.load(Ordering::SeqCst), 0, "nothing fetched");
+    // Exactly half the cache is fine.
+    let half = Arc::new(FakeProvider::new(1 << 20, 512 << 10));
+    let p: Arc<dyn PieceProvider> = half.clone();
+    assert!(read_sync(&engine, &p, 0..1)[0].is_ok());
+    engine.shutdown();
+}
