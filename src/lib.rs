@@ -14,6 +14,7 @@ pub mod dataset;
 pub mod engine;
 pub mod error;
 pub mod ffi;
+pub mod fork_safe;
 pub mod handle;
 pub mod runtime;
 pub mod serve;

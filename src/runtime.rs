@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::completion::poller::{Dispatch, Poller};
 use crate::engine::Engine;
+use crate::fork_safe::ForkSafe;
 use crate::source::http::HttpClient;
 use crate::{Config, Error, Result};
 
@@ -71,7 +72,9 @@ impl Runtime {
     }
 }
 
-static CURRENT: Mutex<Option<Arc<Runtime>>> = Mutex::new(None);
+/// The running runtime. Fresh in a fork child (see `fork_safe`): a parent
+/// thread may hold this lock while it starts or stops a runtime.
+static CURRENT: ForkSafe<Mutex<Option<Arc<Runtime>>>> = ForkSafe::new(|| Mutex::new(None));
 
 /// The pid, cached: `getpid` is a system call (glibc no longer caches it),
 /// and fork detection asks on every read. 0 = not known.
@@ -114,7 +117,7 @@ pub fn set_dispatcher(dispatch: Dispatch) {
 }
 
 fn lock() -> std::sync::MutexGuard<'static, Option<Arc<Runtime>>> {
-    CURRENT.lock().unwrap_or_else(|e| e.into_inner())
+    CURRENT.get().lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Forget a runtime inherited through fork() without dropping it.

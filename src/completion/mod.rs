@@ -30,6 +30,7 @@ use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::fork_safe::ForkSafe;
 use crate::{Error, Result};
 
 /// One finished request, as small and flat as io_uring's CQE.
@@ -60,7 +61,8 @@ static NEXT_RING_ID: AtomicU64 = AtomicU64::new(1);
 /// Every live ring, for the poller thread. Strong references: a ring must
 /// not vanish with undrained completions while a poller could run them
 /// (see [`prune`]).
-static RINGS: Mutex<Vec<Arc<Ring>>> = Mutex::new(Vec::new());
+/// Fresh in a fork child (see `fork_safe`), which leaks the parent's rings.
+static RINGS: ForkSafe<Mutex<Vec<Arc<Ring>>>> = ForkSafe::new(|| Mutex::new(Vec::new()));
 
 impl Ring {
     pub fn new(capacity: usize) -> Result<Arc<Ring>> {
@@ -84,6 +86,7 @@ impl Ring {
         });
         prune();
         RINGS
+            .get()
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(Arc::clone(&ring));
@@ -209,6 +212,7 @@ pub fn current_if_any() -> Option<Arc<Ring>> {
 pub fn all_rings() -> Vec<Arc<Ring>> {
     prune();
     RINGS
+        .get()
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .iter()
@@ -224,7 +228,7 @@ pub fn all_rings() -> Vec<Arc<Ring>> {
 pub fn prune() {
     let keep_undrained = poller::is_running();
     let pid = crate::runtime::process_id();
-    let mut rings = RINGS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut rings = RINGS.get().lock().unwrap_or_else(|e| e.into_inner());
     for ring in std::mem::take(&mut *rings) {
         if ring.pid != pid {
             std::mem::forget(ring);

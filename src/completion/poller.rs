@@ -20,6 +20,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::{all_rings, Completion, Ring};
+use crate::fork_safe::ForkSafe;
 use crate::{Error, Result};
 
 /// Runs one completion's callback (installed by the FFI layer).
@@ -28,7 +29,8 @@ pub type Dispatch = fn(Completion);
 const WAKE: Token = Token(0);
 
 /// The running poller's waker, for `notify_new_ring`.
-static WAKER: Mutex<Option<Arc<Waker>>> = Mutex::new(None);
+/// Fresh (none) in a fork child (see `fork_safe`): the poller is the parent's.
+static WAKER: ForkSafe<Mutex<Option<Arc<Waker>>>> = ForkSafe::new(|| Mutex::new(None));
 
 pub struct Poller {
     waker: Arc<Waker>,
@@ -38,12 +40,21 @@ pub struct Poller {
 
 /// True while a poller thread runs (it will drain every ring).
 pub fn is_running() -> bool {
-    WAKER.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+    WAKER
+        .get()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .is_some()
 }
 
 /// Tell the poller (if one runs) that a ring was created.
 pub fn notify_new_ring() {
-    if let Some(w) = WAKER.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+    if let Some(w) = WAKER
+        .get()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+    {
         let _ = w.wake();
     }
 }
@@ -63,7 +74,7 @@ impl Poller {
                 .spawn(move || run(poll, stop, dispatch))
                 .map_err(|e| Error::from(e).context("starting poller thread"))?
         };
-        *WAKER.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&waker));
+        *WAKER.get().lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&waker));
         // Rings created before the poller started.
         let _ = waker.wake();
         Ok(Poller {
@@ -82,7 +93,7 @@ impl Poller {
     fn shutdown(&mut self) {
         self.stop.store(true, Ordering::Release);
         let _ = self.waker.wake();
-        let mut w = WAKER.lock().unwrap_or_else(|e| e.into_inner());
+        let mut w = WAKER.get().lock().unwrap_or_else(|e| e.into_inner());
         if w.as_ref().is_some_and(|w| Arc::ptr_eq(w, &self.waker)) {
             *w = None;
         }

@@ -12,18 +12,28 @@
 use std::ops::{Deref, DerefMut};
 use std::sync::Mutex;
 
+use crate::fork_safe::ForkSafe;
+
 /// At most this much idle memory waits in the pool: a few pieces' worth,
 /// since evictions and new downloads come at the same rate.
 const POOL_BYTES: usize = 16 << 20;
+
+/// Smaller buffers are not pooled: malloc serves them well from its own
+/// bins, and a pool of millions of 4-byte buffers would cost its headers
+/// many times their bytes and a linear search per piece.
+const MIN_POOLED: usize = 4096;
 
 struct Pool {
     idle: Vec<Vec<u8>>,
     bytes: usize,
 }
 
-static POOL: Mutex<Pool> = Mutex::new(Pool {
-    idle: Vec::new(),
-    bytes: 0,
+/// Fresh in a fork child (see `fork_safe`): workers lock it on every piece.
+static POOL: ForkSafe<Mutex<Pool>> = ForkSafe::new(|| {
+    Mutex::new(Pool {
+        idle: Vec::new(),
+        bytes: 0,
+    })
 });
 
 /// The bytes of one piece; goes back to the pool when dropped.
@@ -36,8 +46,13 @@ impl PieceBuf {
     /// recycled one keeps its old bytes (zeroing 1 MiB per piece was 11% of
     /// a sequential read's CPU), a new one is zeroed.
     pub fn reuse(len: usize) -> PieceBuf {
+        if len < MIN_POOLED {
+            return PieceBuf {
+                data: vec![0u8; len],
+            };
+        }
         let recycled = {
-            let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+            let mut pool = POOL.get().lock().unwrap_or_else(|e| e.into_inner());
             let found = pool.idle.iter().position(|v| v.capacity() == len);
             found.map(|i| {
                 let v = pool.idle.swap_remove(i);
@@ -87,10 +102,10 @@ impl Drop for PieceBuf {
     fn drop(&mut self) {
         let v = std::mem::take(&mut self.data);
         let cap = v.capacity();
-        if cap == 0 {
+        if cap < MIN_POOLED {
             return;
         }
-        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pool = POOL.get().lock().unwrap_or_else(|e| e.into_inner());
         if pool.bytes + cap <= POOL_BYTES {
             pool.bytes += cap;
             pool.idle.push(v);

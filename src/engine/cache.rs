@@ -1,4 +1,5 @@
-//! The process-wide piece cache: an LRU of verified pieces bounded in bytes.
+//! The piece store interface and its first implementation, the process-wide
+//! memory LRU of verified pieces bounded in bytes.
 //!
 //! Pieces are `Arc`s, so a piece that is being copied out stays alive even if
 //! the LRU evicts it meanwhile: eviction drops the cache's reference, never
@@ -6,42 +7,83 @@
 //! pinned by in-progress copies add at most one piece per reading thread.
 //!
 //! The LRU is split into shards by key hash so that threads reading different
-//! pieces rarely meet on a lock; each shard gets an equal share of the bound.
+//! pieces rarely meet on a lock, but the byte bound is one for the whole
+//! cache: a piece may take up to half of it whatever its shard (a bound per
+//! shard kept nothing larger than 1/16 of the cache, so 16 MiB pieces were
+//! never hit in a 128 MiB cache). Eviction takes the least recently used
+//! entry across shards, compared by a clock that advances once per insert.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use lru::LruCache;
 
 use super::{Piece, PieceKey};
 
-/// 16 shards: enough that 8 threads hitting the cache rarely collide, few
-/// enough that a shard still holds several pieces at small cache sizes.
+/// Where verified pieces are kept between reads. The memory LRU below is the
+/// first implementation; a persistent store is meant to be another.
+pub trait PieceStore: Send + Sync {
+    /// The piece, marking it recently used.
+    fn get(&self, key: &PieceKey) -> Option<Piece>;
+    fn contains(&self, key: &PieceKey) -> bool;
+    /// Keep `piece` if it fits (a store may decline, e.g. a piece larger
+    /// than it can hold without evicting everything else).
+    fn insert(&self, key: PieceKey, piece: Piece);
+    /// Bytes the store holds now, its bookkeeping included.
+    fn bytes(&self) -> u64;
+    fn clear(&self);
+}
+
+/// 16 shards: enough that 8 threads hitting the cache rarely collide.
 const SHARDS: usize = 16;
 
-pub struct PieceCache {
+/// What one entry costs beyond its bytes (LRU node, hash slot, `Arc` and
+/// buffer headers, allocator rounding), so that many tiny pieces cannot
+/// exceed the bound through their bookkeeping.
+pub const ENTRY_OVERHEAD: u64 = 192;
+
+pub struct MemoryLru {
     shards: Vec<Mutex<Shard>>,
+    cap: u64,
+    /// Bytes held by all shards together (entries' charge).
+    total: AtomicU64,
+    /// Advanced by 2 at each insert; an entry remembers its last use.
+    clock: AtomicU64,
 }
 
 struct Shard {
-    lru: LruCache<PieceKey, Piece>,
-    bytes: u64,
-    cap: u64,
+    lru: LruCache<PieceKey, Entry>,
 }
 
-impl PieceCache {
-    pub fn new(cap_bytes: u64) -> PieceCache {
-        let per_shard = (cap_bytes / SHARDS as u64).max(1);
-        PieceCache {
+struct Entry {
+    piece: Piece,
+    used: u64,
+}
+
+fn charge(piece: &Piece) -> u64 {
+    piece.len() as u64 + ENTRY_OVERHEAD
+}
+
+impl MemoryLru {
+    pub fn new(cap_bytes: u64) -> MemoryLru {
+        MemoryLru {
             shards: (0..SHARDS)
                 .map(|_| {
                     Mutex::new(Shard {
                         lru: LruCache::unbounded(),
-                        bytes: 0,
-                        cap: per_shard,
                     })
                 })
                 .collect(),
+            cap: cap_bytes,
+            total: AtomicU64::new(0),
+            clock: AtomicU64::new(0),
         }
+    }
+
+    /// The largest piece kept: half the cache, so a full cache still holds
+    /// two pieces and a sequential reader hits the one it is in.
+    pub fn max_piece(&self) -> u64 {
+        self.cap / 2
     }
 
     fn shard(&self, key: &PieceKey) -> &Mutex<Shard> {
@@ -50,49 +92,76 @@ impl PieceCache {
         &self.shards[i]
     }
 
-    pub fn get(&self, key: &PieceKey) -> Option<Piece> {
-        let mut shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
-        shard.lru.get(key).cloned()
+    fn lock(shard: &Mutex<Shard>) -> std::sync::MutexGuard<'_, Shard> {
+        shard.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn contains(&self, key: &PieceKey) -> bool {
-        let shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
-        shard.lru.contains(key)
-    }
-
-    pub fn insert(&self, key: PieceKey, piece: Piece) {
-        let len = piece.len() as u64;
-        let mut shard = self.shard(&key).lock().unwrap_or_else(|e| e.into_inner());
-        if len > shard.cap {
-            // Larger than the shard's whole share: keeping it would evict
-            // everything else for one piece. Readers still get it directly.
-            return;
-        }
-        if let Some(old) = shard.lru.put(key, piece) {
-            shard.bytes -= old.len() as u64;
-        }
-        shard.bytes += len;
-        while shard.bytes > shard.cap {
-            match shard.lru.pop_lru() {
-                Some((_, evicted)) => shard.bytes -= evicted.len() as u64,
-                None => break,
+    /// Evict least recently used entries until the total is within the cap.
+    /// One shard lock at a time, so it cannot deadlock with readers.
+    fn evict_to_cap(&self) {
+        while self.total.load(Ordering::Acquire) > self.cap {
+            let oldest = self
+                .shards
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| Self::lock(s).lru.peek_lru().map(|(_, e)| (e.used, i)))
+                .min();
+            let Some((_, i)) = oldest else {
+                return;
+            };
+            // Another thread may have evicted it meanwhile: popping that
+            // shard's current tail is as good.
+            if let Some((_, e)) = Self::lock(&self.shards[i]).lru.pop_lru() {
+                self.total.fetch_sub(charge(&e.piece), Ordering::AcqRel);
             }
         }
     }
+}
 
-    /// Bytes the cache holds now.
-    pub fn bytes(&self) -> u64 {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).bytes)
-            .sum()
+impl PieceStore for MemoryLru {
+    fn get(&self, key: &PieceKey) -> Option<Piece> {
+        // A load, not an increment: hits from many threads do not contend
+        // on the clock. Inserts step it by 2, so a hit ranks after the last
+        // insert and before the next; hits between two inserts tie.
+        let now = self.clock.load(Ordering::Relaxed) + 1;
+        let mut shard = Self::lock(self.shard(key));
+        let e = shard.lru.get_mut(key)?;
+        e.used = now;
+        Some(e.piece.clone())
     }
 
-    pub fn clear(&self) {
+    fn contains(&self, key: &PieceKey) -> bool {
+        Self::lock(self.shard(key)).lru.contains(key)
+    }
+
+    fn insert(&self, key: PieceKey, piece: Piece) {
+        if piece.len() as u64 > self.max_piece() {
+            // Keeping it would evict nearly everything for one piece;
+            // readers still get it directly.
+            return;
+        }
+        let add = charge(&piece);
+        let used = self.clock.fetch_add(2, Ordering::Relaxed) + 2;
+        let old = Self::lock(self.shard(&key))
+            .lru
+            .put(key, Entry { piece, used });
+        self.total.fetch_add(add, Ordering::AcqRel);
+        if let Some(old) = old {
+            self.total.fetch_sub(charge(&old.piece), Ordering::AcqRel);
+        }
+        self.evict_to_cap();
+    }
+
+    fn bytes(&self) -> u64 {
+        self.total.load(Ordering::Acquire)
+    }
+
+    fn clear(&self) {
         for s in &self.shards {
-            let mut s = s.lock().unwrap_or_else(|e| e.into_inner());
+            let mut s = Self::lock(s);
+            let freed: u64 = s.lru.iter().map(|(_, e)| charge(&e.piece)).sum();
             s.lru.clear();
-            s.bytes = 0;
+            self.total.fetch_sub(freed, Ordering::AcqRel);
         }
     }
 }
@@ -107,37 +176,96 @@ mod tests {
         PieceKey::Sha1(sha1::Sha1::digest(i.to_le_bytes()).into())
     }
 
+    fn piece(len: usize, byte: u8) -> Piece {
+        Arc::new(vec![byte; len].into())
+    }
+
     #[test]
     fn stays_within_its_bound() {
-        let cache = PieceCache::new(16 * 1024);
+        let cache = MemoryLru::new(16 * 1024);
         for i in 0..1000 {
-            cache.insert(key(i), Arc::new(vec![0u8; 512].into()));
+            cache.insert(key(i), piece(512, 0));
             assert!(cache.bytes() <= 16 * 1024);
         }
         assert!(cache.bytes() > 8 * 1024, "cache should be mostly full");
     }
 
     #[test]
+    fn tiny_pieces_count_their_bookkeeping() {
+        let cache = MemoryLru::new(64 * 1024);
+        for i in 0..100_000 {
+            cache.insert(key(i), piece(4, 0));
+        }
+        assert!(cache.bytes() <= 64 * 1024);
+        let held = (0..100_000).filter(|&i| cache.contains(&key(i))).count() as u64;
+        assert!(held * (4 + ENTRY_OVERHEAD) <= 64 * 1024, "{held} entries");
+    }
+
+    #[test]
+    fn pieces_up_to_half_the_cache_are_kept_and_hit() {
+        let cache = MemoryLru::new(8 << 20);
+        cache.insert(key(0), piece(4 << 20, 1));
+        assert!(cache.get(&key(0)).is_some(), "a half-cache piece is kept");
+        cache.insert(key(1), piece(3 << 20, 2));
+        assert!(cache.get(&key(0)).is_some() && cache.get(&key(1)).is_some());
+        cache.insert(key(2), piece((4 << 20) + 1, 3));
+        assert!(!cache.contains(&key(2)), "more than half: not kept");
+    }
+
+    #[test]
+    fn eviction_is_least_recently_used_across_shards() {
+        let cache = MemoryLru::new(10 * 1024 + 10 * ENTRY_OVERHEAD);
+        for i in 0..10 {
+            cache.insert(key(i), piece(1024, 0));
+        }
+        assert!((0..10).all(|i| cache.contains(&key(i))));
+        // Touch 0..5; the next 5 inserts must evict exactly 5..10.
+        for i in 0..5 {
+            cache.get(&key(i)).unwrap();
+        }
+        for i in 10..15 {
+            cache.insert(key(i), piece(1024, 0));
+        }
+        for i in 0..5 {
+            assert!(cache.contains(&key(i)), "recently used {i} evicted");
+        }
+        for i in 5..10 {
+            assert!(!cache.contains(&key(i)), "stale {i} kept");
+        }
+    }
+
+    #[test]
     fn pinned_pieces_survive_eviction() {
-        let cache = PieceCache::new(SHARDS as u64 * 1024);
-        cache.insert(key(0), Arc::new(vec![7u8; 1024].into()));
+        let cache = MemoryLru::new(SHARDS as u64 * 1024);
+        cache.insert(key(0), piece(1024, 7));
         let pinned = cache.get(&key(0)).unwrap();
         for i in 1..500 {
-            cache.insert(key(i), Arc::new(vec![0u8; 1024].into()));
+            cache.insert(key(i), piece(1024, 0));
         }
         assert!(!cache.contains(&key(0)));
         assert!(pinned.iter().all(|&b| b == 7));
     }
 
     #[test]
+    fn clear_empties_and_resets_the_count() {
+        let cache = MemoryLru::new(1 << 20);
+        for i in 0..10 {
+            cache.insert(key(i), piece(1000, 0));
+        }
+        cache.clear();
+        assert_eq!(cache.bytes(), 0);
+        assert!(!cache.contains(&key(3)));
+    }
+
+    #[test]
     fn keys_distinguish_objects() {
-        let cache = PieceCache::new(1 << 20);
+        let cache = MemoryLru::new(1 << 20);
         let a = crate::engine::Identity::intern("cache-test-a".into());
         let b = crate::engine::Identity::intern("cache-test-b".into());
-        cache.insert(PieceKey::Object(a.id(), 0), Arc::new(vec![1].into()));
+        cache.insert(PieceKey::Object(a.id(), 0), piece(1, 1));
         assert!(cache.get(&PieceKey::Object(b.id(), 0)).is_none());
         assert!(cache.get(&PieceKey::Object(a.id(), 0)).is_some());
-        cache.insert(PieceKey::Sha1([9; 20]), Arc::new(vec![2].into()));
+        cache.insert(PieceKey::Sha1([9; 20]), piece(1, 2));
         assert_eq!(cache.get(&PieceKey::Sha1([9; 20])).unwrap()[0], 2);
     }
 }

@@ -7,7 +7,10 @@
 //! quarter of a cache hit's cost, measured with callgrind).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+
+use crate::fork_safe::ForkSafe;
 
 /// What identifies a piece in the process-wide cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -34,23 +37,26 @@ pub struct Identity {
 
 struct Table {
     by_name: HashMap<String, Weak<Identity>>,
-    next: u64,
 }
 
-static TABLE: Mutex<Option<Table>> = Mutex::new(None);
+/// Fresh in a fork child (see `fork_safe`): every open and close takes it.
+static TABLE: ForkSafe<Mutex<Table>> = ForkSafe::new(|| {
+    Mutex::new(Table {
+        by_name: HashMap::new(),
+    })
+});
+
+/// Ids are never reused, in a fork child either (it is not reset with the
+/// table), so no id can ever name two identities.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 impl Identity {
     pub fn intern(name: String) -> Arc<Identity> {
-        let mut guard = TABLE.lock().unwrap_or_else(|e| e.into_inner());
-        let table = guard.get_or_insert_with(|| Table {
-            by_name: HashMap::new(),
-            next: 1,
-        });
+        let mut table = TABLE.get().lock().unwrap_or_else(|e| e.into_inner());
         if let Some(live) = table.by_name.get(&name).and_then(Weak::upgrade) {
             return live;
         }
-        let id = ObjectId(table.next);
-        table.next += 1;
+        let id = ObjectId(NEXT_ID.fetch_add(1, Ordering::Relaxed));
         let identity = Arc::new(Identity {
             id,
             name: name.clone(),
@@ -66,17 +72,15 @@ impl Identity {
 
 impl Drop for Identity {
     fn drop(&mut self) {
-        let mut guard = TABLE.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(table) = guard.as_mut() {
-            // A new Identity may have replaced ours already: remove only a
-            // dead entry.
-            if table
-                .by_name
-                .get(&self.name)
-                .is_some_and(|w| w.upgrade().is_none())
-            {
-                table.by_name.remove(&self.name);
-            }
+        let mut table = TABLE.get().lock().unwrap_or_else(|e| e.into_inner());
+        // A new Identity may have replaced ours already: remove only a dead
+        // entry.
+        if table
+            .by_name
+            .get(&self.name)
+            .is_some_and(|w| w.upgrade().is_none())
+        {
+            table.by_name.remove(&self.name);
         }
     }
 }

@@ -6,10 +6,10 @@
 //! or starts one; a missing run of consecutive pieces becomes one [`Job`], so
 //! one range request covers it. Workers take jobs from the [`scheduler`]
 //! (urgent first), ask the dataset's [`PieceProvider`] for the pieces, and as
-//! each verified piece arrives put it in the cache and hand it to everyone
-//! waiting for it: a synchronous reader gets the piece itself and copies on
-//! its own thread; an asynchronous read gets its slice copied by the worker
-//! (see [`request`]).
+//! each verified piece arrives put it in the cache and copy it into the
+//! buffer of every read waiting for it, synchronous or not (see
+//! [`request`]): no piece waits in a queue for a reader to run. Runs of tiny
+//! pieces are read and cached as one [`units`] piece.
 //!
 //! Lock order, to keep it deadlock-free: `flights` → scheduler queues; a
 //! request's state → its handle's pending table → its ring. No lock is held
@@ -21,6 +21,7 @@ pub mod keys;
 pub mod readahead;
 pub mod request;
 pub mod scheduler;
+pub mod units;
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -29,13 +30,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::Sender;
-
 use crate::dataset::{Layout, PieceSlice};
 use crate::source::Fault;
 use crate::{Config, Error};
-use cache::PieceCache;
-use request::AsyncRead;
+use cache::{MemoryLru, PieceStore};
+use request::ReadRequest;
 use scheduler::{Job, Scheduler};
 
 /// A verified piece, shared by the cache and its readers.
@@ -60,31 +59,41 @@ pub trait PieceProvider: Send + Sync {
     fn max_run(&self) -> u32;
 }
 
-/// Someone waiting for a piece.
-pub enum Waiter {
-    /// A synchronous read: gets the piece (or the error) for its slot.
-    Sync {
-        tx: Sender<(usize, Result<Piece, Error>)>,
-        slot: usize,
-    },
-    /// An asynchronous read: the worker copies its slice.
-    Async {
-        req: Arc<AsyncRead>,
-        slice: PieceSlice,
-    },
+/// A read waiting for one slice of a piece: whoever completes the piece
+/// copies the slice into the read's buffer (see [`request`]).
+pub struct Waiter {
+    req: Arc<ReadRequest>,
+    slice: PieceSlice,
+    delivered: bool,
 }
 
 impl Waiter {
-    fn deliver(self, result: &Result<Piece, Error>) {
-        match self {
-            Waiter::Sync { tx, slot } => {
-                // The reader may have given up (error on another slot).
-                let _ = tx.send((slot, result.clone()));
-            }
-            Waiter::Async { req, slice } => match result {
-                Ok(piece) => req.fill(&slice, piece),
-                Err(e) => req.fail(e),
-            },
+    pub fn new(req: Arc<ReadRequest>, slice: PieceSlice) -> Waiter {
+        Waiter {
+            req,
+            slice,
+            delivered: false,
+        }
+    }
+
+    fn deliver(mut self, result: &Result<Piece, Error>) {
+        self.delivered = true;
+        match result {
+            Ok(piece) => self.req.fill(&self.slice, piece),
+            Err(e) => self.req.fail(e),
+        }
+    }
+}
+
+impl Drop for Waiter {
+    /// A waiter dropped undelivered (a download abandoned by a path that
+    /// forgot it) fails its read rather than leave a reader waiting.
+    fn drop(&mut self) {
+        if !self.delivered {
+            self.req.fail(&Error::new(
+                libc::ECANCELED,
+                "read abandoned: its download was dropped",
+            ));
         }
     }
 }
@@ -131,7 +140,7 @@ struct Counters {
 
 pub struct Engine {
     config: Config,
-    cache: PieceCache,
+    cache: Box<dyn PieceStore>,
     flights: Mutex<HashMap<PieceKey, Flight>>,
     scheduler: Scheduler,
     states: Mutex<HashMap<u64, DownloadState>>,
@@ -145,7 +154,7 @@ pub struct Engine {
 impl Engine {
     pub fn start(config: &Config) -> Arc<Engine> {
         let engine = Arc::new(Engine {
-            cache: PieceCache::new(config.cache_bytes),
+            cache: Box::new(MemoryLru::new(config.cache_bytes)),
             flights: Mutex::new(HashMap::new()),
             scheduler: Scheduler::new(config.workers as usize),
             states: Mutex::new(HashMap::new()),
@@ -202,6 +211,7 @@ impl Engine {
         if self.is_shut_down() {
             return Err(shut_down_error());
         }
+        self.check_piece_size(provider)?;
         let mut ready = Vec::new();
         let mut missing: Vec<(u32, u64)> = Vec::new();
         let mut promote = Vec::new();
@@ -251,7 +261,7 @@ impl Engine {
         range: Range<u64>,
         readahead: bool,
     ) -> bool {
-        if self.is_shut_down() {
+        if self.is_shut_down() || self.check_piece_size(provider).is_err() {
             return false;
         }
         let layout = provider.layout();
@@ -282,6 +292,27 @@ impl Engine {
         }
         self.enqueue_runs(provider, &missing, false, readahead);
         true
+    }
+
+    /// Refuse a dataset whose pieces could not be cached: a piece buffer is
+    /// as large as a piece, and a metainfo may claim any piece length (2^40
+    /// aborted the process on the allocation). The open path refuses such
+    /// datasets with the same rule; this keeps the engine safe on its own.
+    fn check_piece_size(&self, provider: &Arc<dyn PieceProvider>) -> Result<(), Error> {
+        let r = provider.layout().piece_range(0);
+        let largest = r.end - r.start;
+        let cache = self.config.cache_bytes;
+        if largest <= cache / 2 {
+            return Ok(());
+        }
+        Err(Error::new(
+            libc::EFBIG,
+            format!(
+                "pieces of {largest} bytes do not fit the cache: a piece may be at most \
+                 half of cache_bytes ({cache}); raise cache_bytes to at least {}",
+                largest.saturating_mul(2)
+            ),
+        ))
     }
 
     /// Assign `piece` to the job of the run it extends, or to a new one.

@@ -1,23 +1,28 @@
-//! One asynchronous read: the slices it still waits for, where its bytes go,
-//! and the ring its completion goes to.
+//! One read, synchronous or asynchronous: the slices it still waits for,
+//! where its bytes go, and how its end is reported.
 //!
 //! The destination is a [`ReadTarget`], written only while the request's
 //! lock is held and only until the request is finished. Finishing (all slices
 //! filled, an error, or a cancel) drops the target under that same lock and
-//! posts exactly one completion, so once a completion is visible no thread
-//! touches the caller's buffer again — the guarantee `gtio_cancel` and
-//! `gtio_close` give.
+//! reports exactly once — a completion on the submitter's ring, or the
+//! waiting reader woken — so once the end is visible no thread touches the
+//! caller's buffer again: the guarantee `gtio_cancel` and `gtio_close` give,
+//! and what lets a synchronous `pread` hand its buffer to the workers.
+//!
+//! Workers copy each piece into the target as it arrives, for synchronous
+//! reads too: a reader that is slow to run never makes pieces pile up
+//! between the workers and itself, so a read holds the caller's buffer, the
+//! cache and the pieces being downloaded, and nothing else.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use crate::completion::{Completion, Ring};
 use crate::dataset::PieceSlice;
 use crate::Error;
 
-/// Where an asynchronous read's bytes go. Implemented by the FFI layer over
-/// the caller's buffer, and by anything else that can take bytes at an
-/// offset.
+/// Where a read's bytes go. Implemented by the FFI layer over the caller's
+/// buffer, and by anything else that can take bytes at an offset.
 pub trait ReadTarget: Send {
     /// Copy `bytes` to `offset` in the destination; `offset + bytes.len()`
     /// never exceeds the length the request was submitted with.
@@ -25,42 +30,78 @@ pub trait ReadTarget: Send {
 }
 
 /// The pending async reads of one handle, by the caller's `user_data`.
-pub type PendingTable = Arc<Mutex<HashMap<u64, Arc<AsyncRead>>>>;
+pub type PendingTable = Arc<Mutex<HashMap<u64, Arc<ReadRequest>>>>;
 
-pub struct AsyncRead {
-    user_data: u64,
+pub struct ReadRequest {
     len: usize,
-    ring: Arc<Ring>,
-    table: PendingTable,
+    end: End,
     state: Mutex<State>,
+    finished: Condvar,
+}
+
+/// How a request reports its end.
+enum End {
+    /// Post a completion tagged `user_data` to `ring`, leaving `table`.
+    Ring {
+        user_data: u64,
+        ring: Arc<Ring>,
+        table: PendingTable,
+    },
+    /// Wake the thread blocked in [`ReadRequest::wait`].
+    Wait,
 }
 
 struct State {
     target: Option<Box<dyn ReadTarget>>,
     pending_slices: usize,
+    /// Set when finished, for [`ReadRequest::wait`].
+    outcome: Option<Result<usize, Error>>,
 }
 
-impl AsyncRead {
-    /// A request for `len` bytes in `slices` pieces; the ring slot must be
-    /// reserved already.
-    pub fn new(
+impl ReadRequest {
+    /// An asynchronous request for `len` bytes in `slices` pieces; the ring
+    /// slot must be reserved already.
+    pub fn to_ring(
         user_data: u64,
         len: usize,
         slices: usize,
         target: Box<dyn ReadTarget>,
         ring: Arc<Ring>,
         table: PendingTable,
-    ) -> Arc<AsyncRead> {
-        Arc::new(AsyncRead {
-            user_data,
+    ) -> Arc<ReadRequest> {
+        Self::new(
             len,
-            ring,
-            table,
+            slices,
+            target,
+            End::Ring {
+                user_data,
+                ring,
+                table,
+            },
+        )
+    }
+
+    /// A request that a thread waits for with [`wait`](Self::wait).
+    pub fn waited(len: usize, slices: usize, target: Box<dyn ReadTarget>) -> Arc<ReadRequest> {
+        Self::new(len, slices, target, End::Wait)
+    }
+
+    fn new(len: usize, slices: usize, target: Box<dyn ReadTarget>, end: End) -> Arc<ReadRequest> {
+        let req = Arc::new(ReadRequest {
+            len,
+            end,
             state: Mutex::new(State {
                 target: Some(target),
                 pending_slices: slices,
+                outcome: None,
             }),
-        })
+            finished: Condvar::new(),
+        });
+        if slices == 0 {
+            let mut st = req.lock();
+            req.finish(&mut st, Ok(len));
+        }
+        req
     }
 
     /// Copy one slice in; finishes the request when it was the last.
@@ -73,7 +114,7 @@ impl AsyncRead {
         target.write_at(slice.dest, bytes);
         st.pending_slices -= 1;
         if st.pending_slices == 0 {
-            self.finish(&mut st, self.len as i64);
+            self.finish(&mut st, Ok(self.len));
         }
     }
 
@@ -81,38 +122,99 @@ impl AsyncRead {
     pub fn fail(&self, error: &Error) {
         let mut st = self.lock();
         if st.target.is_some() {
-            self.finish(&mut st, -i64::from(error.errno()));
+            self.finish(&mut st, Err(error.clone()));
         }
     }
 
-    /// Complete with `-ECANCELED` unless already finished; true if it was.
+    /// Complete with `ECANCELED` unless already finished; true if it was.
+    /// Waits for a copy in progress, so no worker writes the target after.
     pub fn cancel(&self) -> bool {
         let mut st = self.lock();
         if st.target.is_none() {
             return false;
         }
-        self.finish(&mut st, -i64::from(libc::ECANCELED));
+        self.finish(&mut st, Err(Error::new(libc::ECANCELED, "read cancelled")));
         true
     }
 
-    fn finish(&self, st: &mut State, result: i64) {
+    /// Block until the request is finished; its result (bytes or error).
+    pub fn wait(&self) -> Result<usize, Error> {
+        let mut st = self.lock();
+        loop {
+            if let Some(outcome) = st.outcome.take() {
+                return outcome;
+            }
+            st = self.finished.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn finish(&self, st: &mut State, result: Result<usize, Error>) {
         st.target = None;
-        {
-            let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
-            if table
-                .get(&self.user_data)
-                .is_some_and(|r| std::ptr::eq(Arc::as_ptr(r), self))
-            {
-                table.remove(&self.user_data);
+        match &self.end {
+            End::Ring {
+                user_data,
+                ring,
+                table,
+            } => {
+                {
+                    let mut table = table.lock().unwrap_or_else(|e| e.into_inner());
+                    if table
+                        .get(user_data)
+                        .is_some_and(|r| std::ptr::eq(Arc::as_ptr(r), self))
+                    {
+                        table.remove(user_data);
+                    }
+                }
+                ring.post(Completion {
+                    user_data: *user_data,
+                    result: match result {
+                        Ok(n) => n as i64,
+                        Err(e) => -i64::from(e.errno()),
+                    },
+                });
+            }
+            End::Wait => {
+                st.outcome = Some(result);
+                self.finished.notify_all();
             }
         }
-        self.ring.post(Completion {
-            user_data: self.user_data,
-            result,
-        });
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A caller's `&mut [u8]` as a target, for a synchronous read that waits
+/// for its request to finish before the borrow ends.
+pub struct BorrowedBuf {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the pointer is only written through `write_at`, under the
+// request's lock, and only until the request finishes; the reader that
+// lent the buffer waits for that (see `Dataset::pread`).
+unsafe impl Send for BorrowedBuf {}
+
+impl BorrowedBuf {
+    /// # Safety
+    /// `buf` must stay valid, and not be read or written by anyone else,
+    /// until the request this target is given to has finished.
+    pub unsafe fn new(buf: &mut [u8]) -> BorrowedBuf {
+        BorrowedBuf {
+            ptr: buf.as_mut_ptr(),
+            len: buf.len(),
+        }
+    }
+}
+
+impl ReadTarget for BorrowedBuf {
+    fn write_at(&mut self, offset: usize, bytes: &[u8]) {
+        assert!(offset + bytes.len() <= self.len, "slice outside the read");
+        // SAFETY: in bounds (checked above); exclusive access per `new`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.add(offset), bytes.len());
+        }
     }
 }

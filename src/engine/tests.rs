@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::*;
-use crate::dataset::Layout;
+use crate::dataset::{Layout, PieceSlice};
 
 struct FakeProvider {
     layout: Layout,
@@ -91,35 +91,46 @@ fn config() -> Config {
     .normalized()
 }
 
+/// Collects a read's bytes, for tests.
+struct VecTarget(Arc<Mutex<Vec<u8>>>);
+
+impl request::ReadTarget for VecTarget {
+    fn write_at(&mut self, offset: usize, bytes: &[u8]) {
+        self.0.lock().unwrap()[offset..offset + bytes.len()].copy_from_slice(bytes);
+    }
+}
+
+/// One waited read per piece, all asked for in one call (so runs are
+/// coalesced as for a real read); each piece's bytes or error.
 fn read_sync(
     engine: &Engine,
     p: &Arc<dyn PieceProvider>,
     pieces: Range<u32>,
-) -> Vec<Result<Piece, Error>> {
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let wants = pieces
-        .clone()
-        .enumerate()
-        .map(|(slot, piece)| {
-            (
-                piece,
-                Waiter::Sync {
-                    tx: tx.clone(),
-                    slot,
-                },
-            )
-        })
-        .collect();
-    drop(tx);
-    engine.request(p, wants, true).unwrap();
-    let mut out: Vec<Option<Result<Piece, Error>>> = vec![None; pieces.len()];
-    for _ in 0..pieces.len() {
-        let (slot, r) = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("piece arrives");
-        out[slot] = Some(r);
+) -> Vec<Result<Vec<u8>, Error>> {
+    let mut reads = Vec::new();
+    let mut wants = Vec::new();
+    for piece in pieces {
+        let r = p.layout().piece_range(piece);
+        let len = (r.end - r.start) as usize;
+        let bytes = Arc::new(Mutex::new(vec![0u8; len]));
+        let req = ReadRequest::waited(len, 1, Box::new(VecTarget(Arc::clone(&bytes))));
+        let slice = PieceSlice {
+            piece,
+            within: 0..len,
+            dest: 0,
+        };
+        wants.push((piece, Waiter::new(Arc::clone(&req), slice)));
+        reads.push((req, bytes));
     }
-    out.into_iter().map(Option::unwrap).collect()
+    engine.request(p, wants, true).unwrap();
+    reads
+        .into_iter()
+        .map(|(req, bytes)| {
+            req.wait()?;
+            let v = bytes.lock().unwrap().clone();
+            Ok(v)
+        })
+        .collect()
 }
 
 #[test]
@@ -259,13 +270,18 @@ fn demand_read_promotes_a_queued_readahead_job() {
 fn shutdown_fails_waiters_instead_of_hanging() {
     let (engine, _, p) = one_slow_worker(200);
     assert!(engine.prefetch(&p, 0..1000, false));
-    let (tx, rx) = crossbeam_channel::unbounded();
+    let bytes = Arc::new(Mutex::new(vec![0u8; 1000]));
+    let req = ReadRequest::waited(1000, 1, Box::new(VecTarget(bytes)));
+    let slice = PieceSlice {
+        piece: 50,
+        within: 0..1000,
+        dest: 0,
+    };
     engine
-        .request(&p, vec![(50, Waiter::Sync { tx, slot: 0 })], true)
+        .request(&p, vec![(50, Waiter::new(Arc::clone(&req), slice))], true)
         .unwrap();
     engine.shutdown();
-    let (_, r) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
-    assert_eq!(r.unwrap_err().errno(), libc::ECANCELED);
+    assert_eq!(req.wait().unwrap_err().errno(), libc::ECANCELED);
     assert!(engine.request(&p, vec![], true).is_err());
 }
 
@@ -310,5 +326,68 @@ fn downloads_report_their_state_while_live() {
         (stats.jobs_started, stats.jobs_completed, stats.jobs_failed),
         (2, 2, 0)
     );
+    engine.shutdown();
+}
+
+#[test]
+fn pieces_up_to_half_the_cache_are_cached_and_hit() {
+    // The default 128 MiB cache and the 16 MiB pieces `gtio create` picks
+    // for large datasets: a sequential read fetches each piece once.
+    let engine = Engine::start(&Config {
+        cache_bytes: 128 << 20,
+        ..config()
+    });
+    let fake = Arc::new(FakeProvider::new(32 << 20, 16 << 20));
+    let p: Arc<dyn PieceProvider> = fake.clone();
+    let (mut hits, mut misses) = (0, 0);
+    let step = 256 << 10;
+    for off in (0..32u64 << 20).step_by(step) {
+        let piece = (off >> 24) as u32;
+        match engine.cached(&p.key(piece)) {
+            Some(_) => hits += 1,
+            None => {
+                misses += 1;
+                read_sync(&engine, &p, piece..piece + 1);
+            }
+        }
+    }
+    assert_eq!(
+        fake.fetches.load(Ordering::SeqCst),
+        2,
+        "one fetch per piece"
+    );
+    assert_eq!((misses, hits), (2, 126));
+    assert_eq!(engine.stats().cache_hits, 126);
+    engine.shutdown();
+}
+
+#[test]
+fn pieces_larger_than_half_the_cache_are_refused_not_allocated() {
+    let engine = Engine::start(&config());
+    // A metainfo may claim any piece length: 2^40 bytes aborted the
+    // process when the worker allocated the piece.
+    let mut huge = FakeProvider::new(0, 1);
+    huge.layout = Layout::new(1 << 41, 1 << 40, vec![]).unwrap();
+    let huge = Arc::new(huge);
+    let p: Arc<dyn PieceProvider> = huge.clone();
+    let req = ReadRequest::waited(1, 1, Box::new(VecTarget(Arc::new(Mutex::new(vec![0])))));
+    let slice = PieceSlice {
+        piece: 0,
+        within: 0..1,
+        dest: 0,
+    };
+    let e = engine
+        .request(&p, vec![(0, Waiter::new(Arc::clone(&req), slice))], true)
+        .unwrap_err();
+    assert_eq!(e.errno(), libc::EFBIG, "{e}");
+    assert!(e.to_string().contains("cache_bytes"), "{e}");
+    assert_eq!(req.wait().unwrap_err().errno(), libc::ECANCELED);
+    assert!(!engine.prefetch(&p, 0..4096, false));
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(huge.fetches.load(Ordering::SeqCst), 0, "nothing fetched");
+    // Exactly half the cache is fine.
+    let half = Arc::new(FakeProvider::new(1 << 20, 512 << 10));
+    let p: Arc<dyn PieceProvider> = half.clone();
+    assert!(read_sync(&engine, &p, 0..1)[0].is_ok());
     engine.shutdown();
 }

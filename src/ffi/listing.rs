@@ -43,7 +43,11 @@ pub extern "C" fn gtio_open_gto(
 
 /// Lists handed out, so `gtio_free_file_list` frees only what it gave and
 /// with the right length, whatever count it is passed.
-static LISTS: Mutex<Option<HashMap<usize, Vec<CString>>>> = Mutex::new(None);
+/// Fresh in a fork child (see `fork_safe`).
+static LISTS: crate::fork_safe::ForkSafe<Lists> =
+    crate::fork_safe::ForkSafe::new(|| Mutex::new(None));
+
+type Lists = Mutex<Option<HashMap<usize, Vec<CString>>>>;
 
 /// The dataset's files in stream order (pad files hidden): `*fi` receives an
 /// array of the returned count, to free with `gtio_free_file_list`. Names are
@@ -84,6 +88,7 @@ pub extern "C" fn gtio_get_file_list(
         let count = array.len();
         let ptr = Box::into_raw(array.into_boxed_slice()).cast::<GTIO_FileInfo>();
         LISTS
+            .get()
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get_or_insert_with(HashMap::new)
@@ -105,6 +110,7 @@ pub extern "C" fn gtio_free_file_list(fi: *mut GTIO_FileInfo, count: i64) {
             return Ok(());
         }
         let entries = LISTS
+            .get()
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .as_mut()

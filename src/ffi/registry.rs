@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use super::types::{GTIO_Dir, GTIO};
 use crate::dataset::FileEntry;
+use crate::fork_safe::ForkSafe;
 use crate::{Dataset, Error, Result};
 
 /// Tokens start high and step by 16 so they look like aligned pointers to
@@ -46,10 +47,12 @@ impl std::hash::Hasher for TokenHasher {
 
 type Table<T> = RwLock<HashMap<usize, (u32, T), std::hash::BuildHasherDefault<TokenHasher>>>;
 
-static DATASETS: std::sync::LazyLock<Table<Arc<Dataset>>> =
-    std::sync::LazyLock::new(|| RwLock::new(HashMap::default()));
-static DIRS: std::sync::LazyLock<Table<Arc<Mutex<DirCursor>>>> =
-    std::sync::LazyLock::new(|| RwLock::new(HashMap::default()));
+// Fresh in a fork child (see `fork_safe`): a parent thread opening or
+// closing a handle holds these at any moment. The child's tables start
+// empty, which changes no answer: a parent's handle is EBADF in a child.
+static DATASETS: ForkSafe<Table<Arc<Dataset>>> = ForkSafe::new(|| RwLock::new(HashMap::default()));
+static DIRS: ForkSafe<Table<Arc<Mutex<DirCursor>>>> =
+    ForkSafe::new(|| RwLock::new(HashMap::default()));
 
 /// What `gtio_readdir` walks.
 pub struct DirCursor {
@@ -67,6 +70,7 @@ fn bad_dir() -> Error {
 pub fn insert_dataset(ds: Dataset) -> *mut GTIO {
     let token = next_token();
     DATASETS
+        .get()
         .write()
         .unwrap_or_else(|e| e.into_inner())
         .insert(token, (crate::runtime::process_id(), Arc::new(ds)));
@@ -74,7 +78,7 @@ pub fn insert_dataset(ds: Dataset) -> *mut GTIO {
 }
 
 pub fn dataset(h: *mut GTIO) -> Result<Arc<Dataset>> {
-    let table = DATASETS.read().unwrap_or_else(|e| e.into_inner());
+    let table = DATASETS.get().read().unwrap_or_else(|e| e.into_inner());
     match table.get(&h.addr()) {
         Some((pid, ds)) if *pid == crate::runtime::process_id() => Ok(Arc::clone(ds)),
         _ => Err(Error::bad_handle()),
@@ -82,7 +86,7 @@ pub fn dataset(h: *mut GTIO) -> Result<Arc<Dataset>> {
 }
 
 pub fn remove_dataset(h: *mut GTIO) -> Result<Arc<Dataset>> {
-    let mut table = DATASETS.write().unwrap_or_else(|e| e.into_inner());
+    let mut table = DATASETS.get().write().unwrap_or_else(|e| e.into_inner());
     match table.remove(&h.addr()) {
         Some((pid, ds)) if pid == crate::runtime::process_id() => Ok(ds),
         // A parent's handle in a fork child: not ours to close.
@@ -92,15 +96,18 @@ pub fn remove_dataset(h: *mut GTIO) -> Result<Arc<Dataset>> {
 
 pub fn insert_dir(cursor: DirCursor) -> *mut GTIO_Dir {
     let token = next_token();
-    DIRS.write().unwrap_or_else(|e| e.into_inner()).insert(
-        token,
-        (crate::runtime::process_id(), Arc::new(Mutex::new(cursor))),
-    );
+    DIRS.get()
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(
+            token,
+            (crate::runtime::process_id(), Arc::new(Mutex::new(cursor))),
+        );
     std::ptr::without_provenance_mut(token)
 }
 
 pub fn dir(d: *mut GTIO_Dir) -> Result<Arc<Mutex<DirCursor>>> {
-    let table = DIRS.read().unwrap_or_else(|e| e.into_inner());
+    let table = DIRS.get().read().unwrap_or_else(|e| e.into_inner());
     match table.get(&d.addr()) {
         Some((pid, c)) if *pid == crate::runtime::process_id() => Ok(Arc::clone(c)),
         _ => Err(bad_dir()),
@@ -108,7 +115,7 @@ pub fn dir(d: *mut GTIO_Dir) -> Result<Arc<Mutex<DirCursor>>> {
 }
 
 pub fn remove_dir(d: *mut GTIO_Dir) -> Result<()> {
-    let mut table = DIRS.write().unwrap_or_else(|e| e.into_inner());
+    let mut table = DIRS.get().write().unwrap_or_else(|e| e.into_inner());
     match table.remove(&d.addr()) {
         Some((pid, _)) if pid == crate::runtime::process_id() => Ok(()),
         _ => Err(bad_dir()),
@@ -117,8 +124,11 @@ pub fn remove_dir(d: *mut GTIO_Dir) -> Result<()> {
 
 /// Take every handle of this process out of the registry (`gtio_lib_fini`).
 pub fn drain_all() -> Vec<Arc<Dataset>> {
-    DIRS.write().unwrap_or_else(|e| e.into_inner()).clear();
-    let mut table = DATASETS.write().unwrap_or_else(|e| e.into_inner());
+    DIRS.get()
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .clear();
+    let mut table = DATASETS.get().write().unwrap_or_else(|e| e.into_inner());
     let pid = crate::runtime::process_id();
     let mine: Vec<usize> = table
         .iter()

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use crate::completion::{self, Completion};
 use crate::dataset::{FileEntry, PieceSlice};
 use crate::engine::readahead::Readahead;
-use crate::engine::request::{AsyncRead, PendingTable, ReadTarget};
+use crate::engine::request::{BorrowedBuf, PendingTable, ReadRequest, ReadTarget};
 use crate::engine::{PieceProvider, Waiter};
 use crate::runtime::Runtime;
 use crate::{Error, Result};
@@ -34,7 +34,11 @@ pub enum Whence {
 /// An open dataset.
 pub struct Dataset {
     runtime: Arc<Runtime>,
+    /// The dataset's own provider: its layout has the files and pieces.
     provider: Arc<dyn PieceProvider>,
+    /// What reads go through: `provider`, or runs of its tiny pieces as one
+    /// unit (`engine::units`).
+    reads: Arc<dyn PieceProvider>,
     position: Mutex<u64>,
     readahead: Mutex<Readahead>,
     pending: PendingTable,
@@ -61,9 +65,12 @@ impl Dataset {
             .first()
             .map(|f| f.name.clone())
             .unwrap_or_default();
+        let reads =
+            crate::engine::units::coalesce(Arc::clone(&provider), runtime.config().cache_bytes);
         Dataset {
             runtime,
             provider,
+            reads,
             position: Mutex::new(0),
             readahead: Mutex::new(readahead),
             pending: Arc::new(Mutex::new(HashMap::new())),
@@ -104,50 +111,44 @@ impl Dataset {
 
     /// Read up to `buf.len()` bytes at `offset`; 0 at or past the end, a
     /// short count only at the end of the stream.
+    ///
+    /// Cache hits are copied on this thread; the workers copy the rest into
+    /// `buf` as the pieces arrive, while this thread waits.
     pub fn pread(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
         self.check_open()?;
-        let layout = self.provider.layout();
+        let layout = self.reads.layout();
         let range = layout.clip(offset, buf.len() as u64);
         if range.is_empty() {
             return Ok(0);
         }
+        let len = (range.end - range.start) as usize;
         let engine = self.runtime.engine();
         let mut misses: Vec<PieceSlice> = Vec::new();
         for slice in layout.slices(&range) {
-            match engine.cached(&self.provider.key(slice.piece)) {
+            match engine.cached(&self.reads.key(slice.piece)) {
                 Some(piece) => copy_slice(buf, &slice, &piece),
                 None => misses.push(slice),
             }
         }
         if misses.is_empty() {
             self.read_ahead(&range);
-            return Ok((range.end - range.start) as usize);
+            return Ok(len);
         }
-        let (tx, rx) = crossbeam_channel::unbounded();
+        // SAFETY: `buf` is borrowed for this whole call, and the call
+        // returns only once `req` is finished (waited for, or cancelled),
+        // after which no worker writes through the target.
+        let target = unsafe { BorrowedBuf::new(buf) };
+        let req = ReadRequest::waited(len, misses.len(), Box::new(target));
         let wants = misses
-            .iter()
-            .enumerate()
-            .map(|(slot, s)| {
-                (
-                    s.piece,
-                    Waiter::Sync {
-                        tx: tx.clone(),
-                        slot,
-                    },
-                )
-            })
+            .into_iter()
+            .map(|slice| (slice.piece, Waiter::new(Arc::clone(&req), slice)))
             .collect();
-        drop(tx);
-        engine.request(&self.provider, wants, true)?;
-        self.read_ahead(&range);
-        for _ in 0..misses.len() {
-            let (slot, result) = rx
-                .recv()
-                .map_err(|_| Error::new(libc::ECANCELED, "read abandoned: gtio shut down"))?;
-            let piece = result?;
-            copy_slice(buf, &misses[slot], &piece);
+        if let Err(e) = engine.request(&self.reads, wants, true) {
+            req.cancel();
+            return Err(e);
         }
-        Ok((range.end - range.start) as usize)
+        self.read_ahead(&range);
+        req.wait()
     }
 
     /// Read at the handle's offset and advance it.
@@ -198,7 +199,7 @@ impl Dataset {
         self.check_open()?;
         let ring = completion::current(self.runtime.config().ring_entries as usize)?;
         ring.reserve()?;
-        let layout = self.provider.layout();
+        let layout = self.reads.layout();
         let range = layout.clip(offset, len as u64);
         if range.is_empty() {
             ring.post(Completion {
@@ -208,7 +209,7 @@ impl Dataset {
             return Ok(());
         }
         let slices: Vec<PieceSlice> = layout.slices(&range).collect();
-        let req = AsyncRead::new(
+        let req = ReadRequest::to_ring(
             user_data,
             (range.end - range.start) as usize,
             slices.len(),
@@ -237,20 +238,12 @@ impl Dataset {
         }
         let wants = slices
             .into_iter()
-            .map(|s| {
-                (
-                    s.piece,
-                    Waiter::Async {
-                        req: Arc::clone(&req),
-                        slice: s,
-                    },
-                )
-            })
+            .map(|slice| (slice.piece, Waiter::new(Arc::clone(&req), slice)))
             .collect();
         if let Err(e) = self
             .runtime
             .engine()
-            .request(&self.provider, wants, !background)
+            .request(&self.reads, wants, !background)
         {
             // Nothing was queued: take the request back silently.
             self.pending
@@ -290,9 +283,9 @@ impl Dataset {
     pub fn prefetch(&self, offset: u64, len: u64) -> Result<()> {
         self.check_open()?;
         let half_cache = self.runtime.config().cache_bytes / 2;
-        let range = self.provider.layout().clip(offset, len.min(half_cache));
+        let range = self.reads.layout().clip(offset, len.min(half_cache));
         if !range.is_empty() {
-            self.runtime.engine().prefetch(&self.provider, range, false);
+            self.runtime.engine().prefetch(&self.reads, range, false);
         }
         Ok(())
     }
@@ -301,7 +294,7 @@ impl Dataset {
     /// `-ECANCELED`) and return once no worker can touch their buffers.
     /// Idempotent.
     pub fn close(&self) {
-        let reqs: Vec<Arc<AsyncRead>> = {
+        let reqs: Vec<Arc<ReadRequest>> = {
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             self.closed.store(true, Ordering::Release);
             pending.drain().map(|(_, r)| r).collect()
@@ -329,11 +322,7 @@ impl Dataset {
             .unwrap_or_else(|e| e.into_inner())
             .on_read(range);
         if let Some(w) = window {
-            if !self
-                .runtime
-                .engine()
-                .prefetch(&self.provider, w.clone(), true)
-            {
+            if !self.runtime.engine().prefetch(&self.reads, w.clone(), true) {
                 self.readahead
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
