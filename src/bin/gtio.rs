@@ -9,6 +9,10 @@ use std::time::Instant;
 use clap::{Parser, Subcommand};
 use gtio::tools::{self, cat::Selection, progress::Progress, Failure, Outcome};
 
+#[cfg(feature = "mount")]
+#[path = "gtio/mount/mod.rs"]
+mod mount;
+
 const EXAMPLES: &str = "\
 Examples:
   gtio serve ./www --addr 127.0.0.1:8080          serve ./www over HTTP (Ctrl-C stops)
@@ -54,6 +58,21 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Mount a dataset as a read-only filesystem (until unmounted or SIGINT/SIGTERM)
+    #[cfg(feature = "mount")]
+    #[command(
+        after_help = "Example:\n  gtio mount sample.torrent /mnt/sample   (fusermount3 -u /mnt/sample unmounts)"
+    )]
+    Mount {
+        /// A .torrent file, a local file, or a URI
+        #[arg(value_name = "TORRENT-OR-URI")]
+        input: String,
+        /// An existing empty directory
+        mountpoint: PathBuf,
+        /// Serve statistics as Prometheus text on this address
+        #[arg(long, value_name = "ADDR:PORT")]
+        stats_addr: Option<String>,
+    },
     /// List a dataset's files with their stream offsets and sizes
     #[command(
         after_help = "Example:\n  gtio ls sample.torrent\n  gtio ls --json http://127.0.0.1:8080/sample.torrent"
@@ -201,6 +220,15 @@ fn run(cli: Cli) -> Outcome {
         .map_err(|e| Failure::new("--ca-bundle", e))?;
     }
     match cli.command {
+        #[cfg(feature = "mount")]
+        Command::Mount {
+            input,
+            mountpoint,
+            stats_addr,
+        } => {
+            let ds = tools::input::open(&input, cred)?;
+            mount::run(ds, &mountpoint, stats_addr.as_deref()).map_err(|e| Failure::new("mount", e))
+        }
         Command::Ls { input, json } => {
             let ds = tools::input::open(&input, cred)?;
             let mut out = tools::cat::stdout_file()?;
