@@ -226,6 +226,7 @@ fn run(cli: Cli) -> Outcome {
             mountpoint,
             stats_addr,
         } => {
+            mount::block_signals();
             let ds = tools::input::open(&input, cred)?;
             mount::run(ds, &mountpoint, stats_addr.as_deref()).map_err(|e| Failure::new("mount", e))
         }

@@ -281,20 +281,30 @@ fn serve_stats(addr: &str, shared: Arc<Shared>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Mount `ds` at `mountpoint` and serve it until it is unmounted
-/// (`fusermount3 -u`) or SIGINT/SIGTERM arrives, which unmount it.
-pub fn run(ds: Dataset, mountpoint: &Path, stats_addr: Option<&str>) -> Result<(), String> {
-    // Signals are taken by one thread with sigwait: block them before any
-    // other thread starts so none of those gets them.
-    // SAFETY: plain libc signal-mask calls on a local set.
-    let set = unsafe {
+/// Block SIGINT and SIGTERM in this thread and every thread started after it,
+/// so that only the mount's sigwait thread takes them (and unmounts). Call it
+/// before the dataset is opened: the library's threads inherit the mask.
+pub fn block_signals() {
+    let set = signal_set();
+    // SAFETY: plain libc signal-mask call on an initialised set.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+}
+
+fn signal_set() -> libc::sigset_t {
+    // SAFETY: sigemptyset initialises the zeroed set before use.
+    unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         set
-    };
+    }
+}
+
+/// Mount `ds` at `mountpoint` and serve it until it is unmounted
+/// (`fusermount3 -u`) or SIGINT/SIGTERM arrives, which unmount it.
+pub fn run(ds: Dataset, mountpoint: &Path, stats_addr: Option<&str>) -> Result<(), String> {
+    let set = signal_set();
     let tree = Tree::new(
         ds.files()
             .iter()
