@@ -343,6 +343,11 @@ pub fn run(ds: Dataset, mountpoint: &Path, stats_addr: Option<&str>) -> Result<(
             .args(["-u", "-z"])
             .arg(&mp)
             .status();
+        // A detached mount lives on while a reader keeps a file open, and so
+        // would our session loop; the mount point is already free, so end
+        // here (the open readers then get ENOTCONN) unless the loop ends first.
+        std::thread::sleep(Duration::from_secs(1));
+        std::process::exit(0);
     });
     let options = [
         MountOption::RO,
