@@ -32,6 +32,7 @@ probe valgrind command -v valgrind
 probe curl command -v curl
 probe openssl command -v openssl
 probe pkg-config command -v pkg-config
+probe fuse3 command -v fusermount3
 probe python3-venv "${PYTHON:-false}" -c 'import venv, ensurepip'
 probe samtools command -v samtools
 probe bcftools command -v bcftools

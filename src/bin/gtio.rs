@@ -9,6 +9,10 @@ use std::time::Instant;
 use clap::{Parser, Subcommand};
 use gtio::tools::{self, cat::Selection, progress::Progress, Failure, Outcome};
 
+#[cfg(feature = "mount")]
+#[path = "gtio/mount/mod.rs"]
+mod mount;
+
 const EXAMPLES: &str = "\
 Examples:
   gtio serve ./www --addr 127.0.0.1:8080          serve ./www over HTTP (Ctrl-C stops)
@@ -105,6 +109,23 @@ impl Net {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Mount a dataset as a read-only filesystem (until unmounted or SIGINT/SIGTERM)
+    #[cfg(feature = "mount")]
+    #[command(
+        after_help = "Example:\n  gtio mount sample.torrent /mnt/sample   (fusermount3 -u /mnt/sample unmounts)"
+    )]
+    Mount {
+        /// A .torrent file, a local file, or a URI
+        #[arg(value_name = "TORRENT-OR-URI")]
+        input: String,
+        /// An existing empty directory
+        mountpoint: PathBuf,
+        /// Serve statistics as Prometheus text on this address
+        #[arg(long, value_name = "ADDR:PORT")]
+        stats_addr: Option<String>,
+        #[command(flatten)]
+        net: Net,
+    },
     /// List a dataset's files with their stream offsets and sizes
     #[command(
         after_help = "Example:\n  gtio ls sample.torrent\n  gtio ls --json http://127.0.0.1:8080/sample.torrent"
@@ -244,6 +265,20 @@ fn say(out: &mut impl Write, line: impl std::fmt::Display) -> Outcome {
 fn run(cli: Cli) -> Outcome {
     let quiet = cli.quiet;
     match cli.command {
+        #[cfg(feature = "mount")]
+        Command::Mount {
+            input,
+            mountpoint,
+            stats_addr,
+            net,
+        } => {
+            // Before the library starts its threads, so they inherit the mask
+            // and the mount's sigwait thread is the one that sees SIGINT/SIGTERM.
+            mount::block_signals();
+            net.init()?;
+            let ds = tools::input::open(&input, net.cred())?;
+            mount::run(ds, &mountpoint, stats_addr.as_deref()).map_err(|e| Failure::new("mount", e))
+        }
         Command::Ls { input, json, net } => {
             net.init()?;
             let ds = tools::input::open(&input, net.cred())?;
