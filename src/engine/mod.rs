@@ -98,9 +98,32 @@ impl Drop for Waiter {
     }
 }
 
+/// One piece being downloaded, and the reads waiting for it.
+///
+/// Pieces are keyed by content (a torrent piece by its SHA-1), so reads of
+/// two datasets may wait on one flight while the download runs on the
+/// sources of only one of them. A failure belongs to those sources: a waiter
+/// that came from another dataset is sent back to fetch with its own
+/// (once), so one dataset's dead web seed never fails another's read.
 struct Flight {
-    waiters: Vec<Waiter>,
+    waiters: Vec<FlightWaiter>,
     job: u64,
+    /// The dataset whose sources fetch this piece.
+    provider: Arc<dyn PieceProvider>,
+}
+
+struct FlightWaiter {
+    waiter: Waiter,
+    provider: Arc<dyn PieceProvider>,
+    piece: u32,
+    /// Already sent back once after another dataset's failure.
+    rerouted: bool,
+}
+
+/// Whether two providers are the same dataset (by address only: the vtable
+/// part of a `dyn` pointer may differ between codegen units).
+fn same_provider(a: &Arc<dyn PieceProvider>, b: &Arc<dyn PieceProvider>) -> bool {
+    std::ptr::eq(Arc::as_ptr(a) as *const (), Arc::as_ptr(b) as *const ())
 }
 
 /// Where a download stands.
@@ -208,6 +231,24 @@ impl Engine {
         wants: Vec<(u32, Waiter)>,
         urgent: bool,
     ) -> Result<(), Error> {
+        let wants = wants
+            .into_iter()
+            .map(|(piece, waiter)| FlightWaiter {
+                waiter,
+                provider: Arc::clone(provider),
+                piece,
+                rerouted: false,
+            })
+            .collect();
+        self.request_waiters(provider, wants, urgent)
+    }
+
+    fn request_waiters(
+        &self,
+        provider: &Arc<dyn PieceProvider>,
+        wants: Vec<FlightWaiter>,
+        urgent: bool,
+    ) -> Result<(), Error> {
         if self.is_shut_down() {
             return Err(shut_down_error());
         }
@@ -217,7 +258,8 @@ impl Engine {
         let mut promote = Vec::new();
         {
             let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
-            for (piece, waiter) in wants {
+            for waiter in wants {
+                let piece = waiter.piece;
                 let key = provider.key(piece);
                 if let Some(f) = flights.get_mut(&key) {
                     f.waiters.push(waiter);
@@ -229,7 +271,7 @@ impl Engine {
                 // Checked under the flights lock: a finishing download puts
                 // its piece in the cache before it removes its flight.
                 if let Some(p) = self.cache.get(&key) {
-                    ready.push((waiter, p));
+                    ready.push((waiter.waiter, p));
                     continue;
                 }
                 let job = self.job_for(&mut missing, piece, provider.max_run());
@@ -238,6 +280,7 @@ impl Engine {
                     Flight {
                         waiters: vec![waiter],
                         job,
+                        provider: Arc::clone(provider),
                     },
                 );
             }
@@ -287,6 +330,7 @@ impl Engine {
                 Flight {
                     waiters: Vec::new(),
                     job,
+                    provider: Arc::clone(provider),
                 },
             );
         }
@@ -445,9 +489,20 @@ impl Engine {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(key);
-        if let Some(flight) = flight {
-            for w in flight.waiters {
-                w.deliver(&result);
+        let Some(flight) = flight else { return };
+        for w in flight.waiters {
+            let foreign = !same_provider(&w.provider, &flight.provider);
+            if result.is_err() && foreign && !w.rerouted {
+                let provider = Arc::clone(&w.provider);
+                let retry = FlightWaiter {
+                    rerouted: true,
+                    ..w
+                };
+                // On failure (shut down) the waiter was dropped inside,
+                // which fails its read.
+                let _ = self.request_waiters(&provider, vec![retry], true);
+            } else {
+                w.waiter.deliver(&result);
             }
         }
     }
@@ -520,7 +575,7 @@ impl Engine {
         let e = Err(shut_down_error());
         for f in flights {
             for w in f.waiters {
-                w.deliver(&e);
+                w.waiter.deliver(&e);
             }
         }
         self.cache.clear();

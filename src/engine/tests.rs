@@ -391,3 +391,39 @@ fn pieces_larger_than_half_the_cache_are_refused_not_allocated() {
     assert!(read_sync(&engine, &p, 0..1)[0].is_ok());
     engine.shutdown();
 }
+
+#[test]
+fn a_failure_on_one_datasets_sources_never_fails_another_datasets_read() {
+    // Two datasets with the same pieces (one torrent opened twice with
+    // different web seeds: the url-list is outside the info dict, so the
+    // pieces' SHA-1 keys are equal). A read of the second joins the first's
+    // flight; when the first's sources fail, the second's read must be
+    // fetched from its own sources, not failed.
+    let engine = Engine::start(&config());
+    let mut dead = FakeProvider::new(64 << 10, 16 << 10);
+    dead.permanent = true;
+    dead.delay = Duration::from_millis(200);
+    let live = FakeProvider {
+        id: Arc::clone(&dead.id),
+        ..FakeProvider::new(64 << 10, 16 << 10)
+    };
+    let dead: Arc<dyn PieceProvider> = Arc::new(dead);
+    let live = Arc::new(live);
+    let live_dyn: Arc<dyn PieceProvider> = live.clone();
+    let engine = Arc::new(engine);
+    let first = {
+        let (engine, dead) = (Arc::clone(&engine), Arc::clone(&dead));
+        std::thread::spawn(move || read_sync(&engine, &dead, 1..2))
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    let second = read_sync(&engine, &live_dyn, 1..2);
+    let first = first.join().unwrap();
+    assert_eq!(first[0].as_ref().unwrap_err().errno(), libc::ENOENT);
+    let r = live.layout.piece_range(1);
+    assert_eq!(
+        second[0].as_ref().expect("read through its own sources"),
+        &live.data[r.start as usize..r.end as usize]
+    );
+    assert_eq!(live.fetches.load(Ordering::SeqCst), 1);
+    engine.shutdown();
+}
