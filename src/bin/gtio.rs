@@ -123,6 +123,10 @@ enum Command {
         /// Serve statistics as Prometheus text on this address
         #[arg(long, value_name = "ADDR:PORT")]
         stats_addr: Option<String>,
+        /// Detach into the background once the mount is ready (exit 0 then;
+        /// an error before that is printed and exits 1)
+        #[arg(long)]
+        daemon: bool,
         #[command(flatten)]
         net: Net,
     },
@@ -270,14 +274,31 @@ fn run(cli: Cli) -> Outcome {
             input,
             mountpoint,
             stats_addr,
+            daemon,
             net,
         } => {
+            // Fork before the library starts any thread (mount/daemon.rs).
+            let mut ready = if daemon {
+                mount::daemon::fork_and_wait().map_err(|e| Failure::new("mount --daemon", e))?
+            } else {
+                mount::daemon::Ready::foreground()
+            };
             // Before the library starts its threads, so they inherit the mask
             // and the mount's sigwait thread is the one that sees SIGINT/SIGTERM.
             mount::block_signals();
-            net.init()?;
-            let ds = tools::input::open(&input, net.cred())?;
-            mount::run(ds, &mountpoint, stats_addr.as_deref()).map_err(|e| Failure::new("mount", e))
+            let outcome = net.init().and_then(|()| {
+                let ds = tools::input::open(&input, net.cred())?;
+                mount::run(ds, &mountpoint, stats_addr.as_deref(), &mut ready)
+                    .map_err(|e| Failure::new("mount", e))
+            });
+            if let Err(f) = &outcome {
+                if ready.is_daemon() {
+                    // The waiting parent prints it, once.
+                    ready.failed(&f.to_string());
+                    std::process::exit(f.exit_code);
+                }
+            }
+            outcome
         }
         Command::Ls { input, json, net } => {
             net.init()?;

@@ -59,6 +59,10 @@ pub struct Metainfo {
     /// SHA-1 of the raw bencoded `info` dictionary.
     pub info_hash: [u8; 20],
     pub multi_file: bool,
+    /// `creation date` (seconds since the epoch), when present and sane: a
+    /// mount shows it as every file's mtime. Wrong types are ignored, as
+    /// libtorrent does: it is informational.
+    pub creation_date: Option<u64>,
 }
 
 /// One file of the stream.
@@ -214,6 +218,10 @@ pub fn parse(buf: &[u8]) -> Result<Metainfo> {
         url_list: url_list(root)?,
         info_hash,
         multi_file,
+        creation_date: match root.get(b"creation date") {
+            Some(Value::Int(n)) if *n > 0 => Some(*n as u64),
+            _ => None,
+        },
     })
 }
 

@@ -74,9 +74,11 @@ impl Dataset {
     fn from_object(source: Box<dyn RangeSource>, uri: &str, block: u32) -> Result<Dataset> {
         let rt = runtime::get()?;
         let name = uri_basename(uri);
+        let mtime = source.mtime();
         let provider = ObjectProvider::new(source, name.clone(), block)?;
         let mut ds = Dataset::new(rt, Arc::new(provider));
         ds.name = name;
+        ds.mtime = mtime;
         Ok(ds)
     }
 
@@ -89,9 +91,13 @@ impl Dataset {
         let rt = runtime::get()?;
         let meta = metainfo::parse(bytes)?;
         let name = meta.name.clone();
+        let mtime = meta
+            .creation_date
+            .map(|s| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s));
         let provider = TorrentProvider::new(meta, origin, Arc::clone(rt.http()), cred, cred_host)?;
         let mut ds = Dataset::new(rt, Arc::new(provider));
         ds.name = name;
+        ds.mtime = mtime;
         Ok(ds)
     }
 

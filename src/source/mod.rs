@@ -82,4 +82,9 @@ pub trait RangeSource: Send + Sync {
     fn identity(&self) -> String;
     /// A reader that yields exactly the bytes of `range` (or fails).
     fn open_range(&self, range: Range<u64>) -> Result<Box<dyn Read + Send + '_>, Fault>;
+    /// When the object last changed, if the source says (`Last-Modified`,
+    /// a file's mtime): what a mount shows as the file's mtime.
+    fn mtime(&self) -> Option<std::time::SystemTime> {
+        None
+    }
 }

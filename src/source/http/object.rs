@@ -273,6 +273,11 @@ impl RangeSource for HttpObject {
         &self.host
     }
 
+    fn mtime(&self) -> Option<std::time::SystemTime> {
+        let secs = crate::http_date::parse_http_date(self.validator.last_modified.as_deref()?)?;
+        Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+    }
+
     fn identity(&self) -> String {
         format!(
             "{}#{}#{}#{}",

@@ -28,6 +28,7 @@ fn meta(name: &str, files: &[(i64, &[&str])]) -> Metainfo {
         total_length: offset,
         url_list: vec![],
         info_hash: [0; 20],
+        creation_date: None,
     }
 }
 

@@ -4,8 +4,6 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::parse_decimal;
-
 const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"]; // 1970-01-01 was a Thursday
 const LONG_DAYS: [&str; 7] = [
     "Thursday",
@@ -188,4 +186,14 @@ fn asctime(wd: &str, mon: &str, d: &str, t: &str, y: &str) -> Option<u64> {
     let d = parse_decimal(d.as_bytes())? as u32;
     let y = parse_decimal(y.as_bytes())? as i64;
     assemble(wd, false, y, month_index(mon)?, d, parse_time(t)?)
+}
+
+/// A non-empty run of ASCII digits as u64; `None` on overflow or junk.
+pub fn parse_decimal(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    s.iter().try_fold(0u64, |acc, &d| {
+        acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
 }
