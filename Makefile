@@ -28,7 +28,7 @@ PY_TESTS := $(shell find tests/python \( -name 'test_*.py' -o -name '*_test.py' 
 
 VALGRIND := valgrind --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=1 --suppressions=$(CURDIR)/tests/valgrind.supp
 
-.PHONY: build header examples test demo install uninstall check-mem check-asan clean deps bench bench-smoke
+.PHONY: build header examples test demo install uninstall check-mem check-asan clean deps bench bench-smoke wheel
 
 deps:
 	@scripts/install-deps.sh
@@ -102,6 +102,24 @@ uninstall:
 	      $(DESTDIR)$(LIBDIR)/htslib/hfile_gtio.so
 	-rmdir $(DESTDIR)$(LIBDIR)/htslib 2>/dev/null
 	@if [ -z "$(DESTDIR)" ] && command -v ldconfig >/dev/null && [ "$$(id -u)" = 0 ]; then ldconfig; fi
+
+# --- wheel (issue 16) --------------------------------------------------------
+# A wheel of the Python package with libgtio inside (gtio/_libgtio.abi3.so),
+# built by setuptools-rust (python/setup.py) into target/wheels. It reuses
+# this build tree (CARGO_TARGET_DIR), so after `make build` it only packs.
+# Offline when the Python used has setuptools-rust (the test venv does);
+# otherwise pip fetches the build backend from PyPI (build isolation).
+WHEEL_PY  ?= $(if $(wildcard $(VENV_PY)),$(VENV_PY),python3)
+WHEEL_DIR := target/wheels
+
+wheel: build
+	@mkdir -p $(WHEEL_DIR)
+	@iso=$$($(WHEEL_PY) -c 'import setuptools_rust, wheel' 2>/dev/null && echo --no-build-isolation); \
+	CARGO_TARGET_DIR=$(CURDIR)/target $(WHEEL_PY) -m pip wheel -q --no-deps --disable-pip-version-check \
+		$$iso -w $(WHEEL_DIR) ./python
+	@rm -rf python/build python/gtio.egg-info
+	@ls -1 $(WHEEL_DIR)/gtio-$(VERSION)-*.whl
+# --- end wheel ----------------------------------------------------------------
 
 # The C examples under valgrind against nginx (0 definitely lost, no memory errors).
 check-mem: examples
