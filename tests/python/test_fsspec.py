@@ -207,3 +207,14 @@ def test_read_only(data):
         fs.rm_file(member(data, "tables/a.csv"))
     with pytest.raises(IsADirectoryError):
         fs.open("gtio+" + data["base"] + "fs.torrent#tables")
+
+
+def test_cred_from_storage_options(data, server):
+    url = "gtio+" + data["base"] + "auth/fs/tables/a.csv"
+    got = pd.read_csv(url, storage_options={"cred": server.token})
+    pd.testing.assert_frame_equal(got, data["df"])
+    with pytest.raises(PermissionError) as e:
+        pd.read_csv(url)
+    assert server.token not in str(e.value)
+    with pytest.raises(PermissionError):
+        fsspec.filesystem("gtio", cred="wrong").cat_file(url)
