@@ -3,7 +3,8 @@
 //! [`create_torrent`] writes the standard layout every client reads:
 //!
 //! ```text
-//! { created by, creation date, url-list: [seed, ...],
+//! { announce, announce-list: [[url, ...], ...], created by, creation date,
+//!   url-list: [seed, ...],
 //!   info: { name, piece length, pieces, length }                  single file
 //!   info: { name, piece length, pieces, files: [{length, path}] } directory }
 //! ```
@@ -53,9 +54,29 @@ pub fn create_torrent(
     web_seeds: &[String],
     piece_length_log2: Option<u8>,
 ) -> Result<Vec<u8>> {
+    create_torrent_with_trackers(path, web_seeds, &[], piece_length_log2)
+}
+
+/// [`create_torrent`] naming trackers too: `tiers` are BEP 12 tiers, each a
+/// list of announce URLs tried in order before the next tier. The first URL
+/// is `announce` (what clients without BEP 12 use); `announce-list` is
+/// written when there is more than one URL, as mktorrent and libtorrent do,
+/// so a one-tracker torrent stays the plain BEP 3 form.
+pub fn create_torrent_with_trackers(
+    path: &Path,
+    web_seeds: &[String],
+    tiers: &[Vec<String>],
+    piece_length_log2: Option<u8>,
+) -> Result<Vec<u8>> {
     let shown = path.display();
     if web_seeds.iter().any(String::is_empty) {
         return Err(Error::invalid("empty web seed URL"));
+    }
+    if tiers
+        .iter()
+        .any(|t| t.is_empty() || t.iter().any(String::is_empty))
+    {
+        return Err(Error::invalid("empty tracker URL"));
     }
     // Canonical, so that "." or "dir/" still have a final component to name
     // the torrent after.
@@ -149,6 +170,17 @@ pub fn create_torrent(
         (&b"creation date"[..], int(now)?),
         (&b"info"[..], Value::Dict(Dict::from_entries(info)?)),
     ];
+    let mut trackers = tiers.iter().flatten();
+    if let Some(first) = trackers.next() {
+        top.push((b"announce", Value::Bytes(first.as_bytes())));
+        if trackers.next().is_some() {
+            let list = tiers
+                .iter()
+                .map(|t| Value::List(t.iter().map(|u| Value::Bytes(u.as_bytes())).collect()))
+                .collect();
+            top.push((b"announce-list", Value::List(list)));
+        }
+    }
     if !web_seeds.is_empty() {
         let seeds = web_seeds
             .iter()

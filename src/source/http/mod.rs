@@ -387,8 +387,18 @@ fn transport_fault(t: &ureq::Transport, method: &str, url: &str) -> Fault {
         (K::BadStatus | K::BadHeader, _) => (libc::EIO, true, "malformed HTTP response"),
         _ => (libc::EIO, true, "transport error"),
     };
+    // The cause in parentheses, unless it only restates the reason
+    // ("connection refused (Connection refused (os error 111))").
     let detail = std::error::Error::source(t)
-        .map(|s| format!(" ({})", sanitize(&s.to_string(), url)))
+        .map(|s| {
+            let s = sanitize(&s.to_string(), url);
+            match s.find(" (os error ") {
+                Some(i) => s[..i].to_string(),
+                None => s,
+            }
+        })
+        .filter(|s| !s.eq_ignore_ascii_case(reason))
+        .map(|s| format!(" ({s})"))
         .unwrap_or_default();
     Fault {
         error: Error::new(errno, format!("{what}: {reason}{detail}")),
