@@ -22,6 +22,9 @@ pub struct FileEntry {
     /// Where the file starts in the stream.
     pub offset: u64,
     pub size: u64,
+    /// A BEP 47 symlink's target (`/`-separated, relative to the dataset's
+    /// root): the entry has no bytes (`size` 0) and is never read through.
+    pub symlink: Option<String>,
 }
 
 /// The stream's geometry: its size, its piece length and its files.

@@ -66,7 +66,7 @@ fn single_file_round_trip() {
     assert_eq!(m.piece_length, 16384);
     assert_eq!(m.total_length, 70_000);
     assert_eq!(m.files.len(), 1);
-    assert_eq!(m.files[0].path, ["data file.bin"]);
+    assert_eq!(m.files.get(0).unwrap().path, "data file.bin");
     assert_eq!(m.piece_hashes, expected_hashes(&data, 16384));
     assert_eq!(m.url_list, seeds());
     let text = String::from_utf8_lossy(&buf);
@@ -116,11 +116,7 @@ fn multi_file_round_trip() {
     let m = parse(&buf).unwrap();
     assert!(m.multi_file);
     assert_eq!(m.name, "ds");
-    let names: Vec<String> = m
-        .files
-        .iter()
-        .map(|f| format!("ds/{}", f.display_name()))
-        .collect();
+    let names: Vec<String> = m.files.iter().map(|f| format!("ds/{}", f.path)).collect();
     let want: Vec<&str> = files.iter().map(|(p, _)| *p).collect();
     assert_eq!(names, want);
     assert!(m.files.iter().all(|f| !f.pad));
