@@ -128,7 +128,12 @@ pub(crate) unsafe fn fill_error(err: *mut GTIO_Error, e: &Error) {
     let Some(out) = (unsafe { err.as_mut() }) else {
         return;
     };
-    out.code = e.errno();
+    // A failure always has a non-zero code: callers test `code`, and an
+    // errno of 0 (an OS error that carried none) would read as success.
+    out.code = match e.errno() {
+        0 => libc::EIO,
+        n => n,
+    };
     out.http_status = i32::from(e.http_status());
     copy_c_string(&mut out.message, e.message());
 }
