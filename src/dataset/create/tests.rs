@@ -259,3 +259,36 @@ fn matches_mktorrent() {
         assert_eq!(ours.info_hash, theirs.info_hash);
     }
 }
+
+/// What the tree claims is bounded before anything is hashed or allocated:
+/// a sparse 1 TiB file in 16 KiB pieces would need 1.3 GB of hashes (and a
+/// day of hashing zeros), and a tree nested past MAX_TREE_DEPTH is refused.
+#[test]
+fn sizes_claimed_by_the_tree_are_bounded() {
+    let t = TempDir::new();
+    let sparse = t.0.join("sparse.bin");
+    let f = File::create(&sparse).unwrap();
+    if f.set_len(1 << 40).is_err() {
+        eprintln!("skipping the sparse case: this filesystem cannot hold a 1 TiB sparse file");
+    } else {
+        let started = std::time::Instant::now();
+        rejects(
+            create_torrent(&sparse, &seeds(), Some(14)),
+            libc::EFBIG,
+            "over the 64 MiB metainfo limit",
+        );
+        assert!(started.elapsed().as_secs() < 5, "hashed before refusing");
+    }
+    drop(f);
+    let mut deep = t.0.join("deep");
+    for _ in 0..=MAX_TREE_DEPTH {
+        deep.push("d");
+    }
+    fs::create_dir_all(&deep).unwrap();
+    fs::write(deep.join("f"), b"x").unwrap();
+    rejects(
+        create_torrent(&t.0.join("deep"), &seeds(), None),
+        libc::EINVAL,
+        "nested deeper than 256 levels",
+    );
+}
