@@ -29,7 +29,8 @@
 //!
 //! BEP 47 symlinks (`attr` containing `l`, with a `symlink path`) are kept
 //! too, with no bytes in the stream whatever `length` says (a symlink needs
-//! none), and their `/`-joined target checked like any path. They are listed
+//! none), and their `/`-joined target checked like any path; an `l` entry
+//! without a target is an empty file, as libtorrent reads it. They are listed
 //! with size 0 and their target and never read through.
 //!
 //! Totals above `INT64_MAX` are refused with `EFBIG`: every size and offset
@@ -394,21 +395,23 @@ fn file_list(list: Raw<'_>) -> Result<FileTable> {
         };
         join_segments(value, &mut path, &|| format!("files[{i}].{key}"))?;
         // BEP 47: a symlink ('l') has no bytes in the stream, so it needs no
-        // length. Without a 'symlink path' it is taken as a plain file, as
-        // libtorrent does.
+        // length and any length it gives is ignored. Without a 'symlink
+        // path' it is an empty plain file: libtorrent's reading, so that
+        // both count the same stream.
+        let link = attr.contains(&b'l');
         let symlink = match f.symlink_path {
-            Some(v) if attr.contains(&b'l') => {
+            Some(v) if link => {
                 join_segments(v, &mut target, &|| format!("files[{i}].symlink path"))?;
                 Some(target.as_str())
             }
             _ => None,
         };
-        let length = match (f.length, symlink) {
-            (Some(v), _) => length(v, &format!("files[{i}].length"))?,
-            (None, Some(_)) => 0,
-            (None, None) => return Err(invalid(format!("files[{i}] has no 'length'"))),
+        let length = match f.length {
+            _ if link => 0,
+            Some(v) => length(v, &format!("files[{i}].length"))?,
+            None => return Err(invalid(format!("files[{i}] has no 'length'"))),
         };
-        let pad = symlink.is_none()
+        let pad = !link
             && (attr.contains(&b'p')
                 || path == ".pad"
                 || path.starts_with(".pad/")

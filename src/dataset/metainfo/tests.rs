@@ -249,16 +249,17 @@ fn symlinks_have_no_bytes() {
             ("z", 3, 5, false, None),
         ]
     );
-    // 'l' without a 'symlink path' is a plain file (libtorrent's reading),
-    // so it needs a length like any file.
+    // 'l' without a 'symlink path' is an empty plain file (libtorrent's
+    // reading): its length does not count either.
     let plain = dict(vec![
         ("attr", s("l")),
         ("length", Value::Int(4)),
         ("path", Value::List(vec![s("p")])),
     ]);
-    let m = parse(&multi(vec![plain], 1)).unwrap();
+    let m = parse(&multi(vec![plain, file(1, &["q"])], 1)).unwrap();
     assert_eq!(m.files.get(0).unwrap().symlink, None);
-    assert_eq!(m.total_length, 4);
+    assert_eq!(m.files.get(0).unwrap().length, 0);
+    assert_eq!(m.total_length, 1);
     // A target is a path like any other: no escaping the dataset.
     let bad = dict(vec![
         ("attr", s("l")),
