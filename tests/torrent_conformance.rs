@@ -172,7 +172,7 @@ fn gtio_reading(bytes: &[u8]) -> Reading {
                     .files
                     .iter()
                     .map(|f| {
-                        let link = f.symlink.map(|t| full(t)).unwrap_or_default();
+                        let link = f.symlink.map(&full).unwrap_or_default();
                         (full(f.path), f.length, f.offset, f.pad, link)
                     })
                     .collect(),
