@@ -143,6 +143,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_filled_error_never_has_code_zero() {
+        let mut out = GTIO_Error {
+            code: 0,
+            http_status: 0,
+            message: [0; 512],
+        };
+        // An OS error that carried no errno (raw_os_error 0).
+        let e = Error::from(std::io::Error::from_raw_os_error(0));
+        assert_eq!(e.errno(), 0);
+        // SAFETY: `out` is a valid GTIO_Error.
+        unsafe { fill_error(&mut out, &e) };
+        assert_eq!(out.code, libc::EIO);
+    }
+
+    #[test]
     fn c_strings_truncate_on_char_boundaries() {
         let mut buf = [1 as c_char; 4];
         copy_c_string(&mut buf, "aé€");
