@@ -39,7 +39,8 @@ probe samtools command -v samtools
 probe bcftools command -v bcftools
 probe tabix command -v tabix
 probe libhts-dev test -f /usr/include/htslib/hfile.h
-probe python3-libtorrent "${PYTHON:-false}" -c 'import libtorrent'  # create --tracker test
+# create --tracker test and the conformance oracle (tests/torrent_conformance.rs)
+probe python3-libtorrent /usr/bin/python3 -c 'import libtorrent'
 probe man-db command -v man  # install test: man gtio
 
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -80,7 +81,8 @@ probe samtools command -v samtools
 probe bcftools command -v bcftools
 probe tabix command -v tabix
 probe libhts-dev test -f /usr/include/htslib/hfile.h
-probe python3-libtorrent "${PYTHON:-false}" -c 'import libtorrent'  # create --tracker test
+# create --tracker test and the conformance oracle (tests/torrent_conformance.rs)
+probe python3-libtorrent /usr/bin/python3 -c 'import libtorrent'
 probe man-db command -v man  # install test: man gtio
 [ "${#missing[@]}" -eq 0 ] || die "still missing after apt-get install: ${missing[*]}"
 
