@@ -147,10 +147,13 @@ pub fn parse(buf: &[u8]) -> Result<Metainfo> {
 
     let mut info = None;
     let mut url_list_value = None;
+    let mut creation_date = None;
     for (key, value) in root.iter() {
         match key {
             b"info" => info = Some(value),
             b"url-list" => url_list_value = Some(value),
+            // Informational (a mount's mtime): a wrong type is ignored.
+            b"creation date" => creation_date = value.as_int().filter(|n| *n > 0),
             _ => {}
         }
     }
@@ -256,10 +259,7 @@ pub fn parse(buf: &[u8]) -> Result<Metainfo> {
         url_list: url_list(url_list_value),
         info_hash,
         multi_file,
-        creation_date: match root.get(b"creation date") {
-            Some(Value::Int(n)) if *n > 0 => Some(*n as u64),
-            _ => None,
-        },
+        creation_date: creation_date.map(|n| n as u64),
     })
 }
 
