@@ -1,0 +1,653 @@
+//! Connections: connect (name lookup, TCP, TLS) with bounded waits, a
+//! keep-alive pool, and the [`Pace`] that bounds every wait on a
+//! connection, fresh or reused.
+//!
+//! Every blocking call sets the socket's timeout to what is left of the
+//! current budget first, so no read or write can wait longer than the
+//! settings allow; `SO_RCVTIMEO` is per call, not per connection, which is
+//! what makes a pooled connection exactly as bounded as a fresh one.
+//!
+//! Response heads, chunk-size lines and trailers are consumed exactly: on
+//! plain TCP the bytes are peeked, then only the head's bytes are read; on
+//! TLS the head is taken from rustls' plaintext buffer without copying the
+//! rest. Body bytes therefore never pass through a buffer of ours: the body
+//! reader (`response.rs`) receives them straight into the caller's buffer,
+//! one user-space copy per byte (the kernel's, or rustls' decryption).
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::ServerName;
+
+use super::wire::{self, Head, WireError, MAX_HEAD_BYTES};
+
+/// Why a connection could not do what was asked. `response.rs` and `mod.rs`
+/// turn these into errno, retry advice and a message that says it once.
+#[derive(Debug)]
+pub enum Failure {
+    /// The socket (or rustls, for TLS) failed.
+    Io(io::Error),
+    /// The host name did not resolve.
+    Dns(String),
+    /// Connecting, the TLS handshake or sending the request took longer
+    /// than the timeout.
+    Timeout {
+        during: &'static str,
+        after: Duration,
+    },
+    /// The server closed the connection where more was expected.
+    Closed,
+    /// Nothing at all arrived within the timeout.
+    NoAnswer(Duration),
+    /// Bytes arrived, but fewer than the minimum rate over a window.
+    Stall { min_rate: u64, window: Duration },
+    /// The caller's total deadline (an open's) passed.
+    Deadline(Duration),
+    /// The server's bytes are not HTTP we accept.
+    Wire(WireError),
+}
+
+impl From<io::Error> for Failure {
+    fn from(e: io::Error) -> Failure {
+        Failure::Io(e)
+    }
+}
+
+impl From<WireError> for Failure {
+    fn from(e: WireError) -> Failure {
+        Failure::Wire(e)
+    }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    // SO_RCVTIMEO/SO_SNDTIMEO expire as EAGAIN on Linux.
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// The wait budget of one request, from sending it to the body's last byte.
+///
+/// - Until the first response byte, waiting longer than `window` (the
+///   `timeout_ms` setting) is [`Failure::NoAnswer`].
+/// - After it, time spent *waiting on the server* is cut into windows of
+///   the same length; a window that moved fewer than
+///   `stall_min_bytes_per_sec × window` bytes is a [`Failure::Stall`]. Time
+///   the caller spends between reads does not count, so a slow consumer is
+///   never mistaken for a slow server, and a transfer that ends inside a
+///   window is never judged by it.
+/// - Every wait also ends at the caller's `deadline` (an open's total bound).
+#[derive(Debug, Clone)]
+pub struct Pace {
+    window: Duration,
+    min_rate: u64,
+    min_bytes: u64,
+    deadline: Option<(Instant, Duration)>,
+    waited: Duration,
+    bytes: u64,
+    answered: bool,
+}
+
+const MIN_WAIT: Duration = Duration::from_millis(1);
+
+impl Pace {
+    /// `deadline`: the instant and the setting it came from (for messages).
+    pub fn new(window: Duration, min_rate: u64, deadline: Option<(Instant, Duration)>) -> Pace {
+        let window = window.max(Duration::from_millis(10));
+        let per_window = (u128::from(min_rate) * window.as_millis() / 1000) as u64;
+        Pace {
+            window,
+            min_rate,
+            min_bytes: per_window.max(1),
+            deadline,
+            waited: Duration::ZERO,
+            bytes: 0,
+            answered: false,
+        }
+    }
+
+    /// How long the next blocking call may wait.
+    pub fn budget(&self) -> Result<Duration, Failure> {
+        let mut b = self.window.saturating_sub(self.waited);
+        if let Some((at, setting)) = self.deadline {
+            let left = at.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Failure::Deadline(setting));
+            }
+            b = b.min(left);
+        }
+        Ok(b.max(MIN_WAIT))
+    }
+
+    /// Account one blocking call that took `took` and delivered `n` bytes.
+    pub fn account(&mut self, took: Duration, n: usize) -> Result<(), Failure> {
+        if !self.answered {
+            if n > 0 {
+                // The rate windows start with the first byte: time to first
+                // byte is bounded by the timeout alone.
+                self.answered = true;
+                self.waited = Duration::ZERO;
+                self.bytes = 0;
+                return Ok(());
+            }
+            self.waited += took;
+            if self.waited >= self.window {
+                return Err(Failure::NoAnswer(self.window));
+            }
+            return Ok(());
+        }
+        self.waited += took;
+        self.bytes += n as u64;
+        if self.waited >= self.window {
+            if self.bytes < self.min_bytes {
+                return Err(Failure::Stall {
+                    min_rate: self.min_rate,
+                    window: self.window,
+                });
+            }
+            self.waited = Duration::ZERO;
+            self.bytes = 0;
+        }
+        Ok(())
+    }
+
+    /// A bound for a short exchange that must finish as a whole (connect,
+    /// TLS handshake, writing the request): the timeout, or less if the
+    /// deadline is nearer.
+    pub fn whole(&self) -> Result<Instant, Failure> {
+        let b = self.budget()?;
+        Ok(Instant::now() + b.min(self.window))
+    }
+}
+
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => &s.sock,
+        }
+    }
+}
+
+/// One connection to one origin.
+pub struct Conn {
+    stream: Stream,
+    scratch: Vec<u8>,
+    /// Taken from the pool (the server may have closed it meanwhile).
+    pub reused: bool,
+    idle_since: Instant,
+}
+
+/// Where a connection goes: scheme, host, port, and the TLS name.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub tls: bool,
+    pub host: url::Host<String>,
+    pub port: u16,
+}
+
+impl Target {
+    /// The pool key: connections are shared by scheme, host and port.
+    pub fn key(&self) -> String {
+        format!(
+            "{}://{}:{}",
+            if self.tls { "https" } else { "http" },
+            self.host,
+            self.port
+        )
+    }
+}
+
+impl Conn {
+    /// Resolve, connect and (for https) handshake, each bounded by `pace`.
+    pub fn open(
+        target: &Target,
+        tls: &Arc<rustls::ClientConfig>,
+        pace: &Pace,
+    ) -> Result<Conn, Failure> {
+        let end = pace.whole()?;
+        let addrs = resolve(&target.host, target.port, end)?;
+        let mut last = None;
+        let mut sock = None;
+        for addr in addrs {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match TcpStream::connect_timeout(&addr, left) {
+                Ok(s) => {
+                    sock = Some(s);
+                    break;
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        let sock = match (sock, last) {
+            (Some(s), _) => s,
+            (None, Some(e)) if !is_timeout(&e) => return Err(Failure::Io(e)),
+            _ => return Err(timeout_at_end(pace, end, "connecting")),
+        };
+        // Requests are one small write each; Nagle would only delay them.
+        sock.set_nodelay(true)?;
+        let stream = if target.tls {
+            let name = match &target.host {
+                url::Host::Domain(d) => ServerName::try_from(d.clone())
+                    .map_err(|_| Failure::Dns(format!("{d} is not a valid TLS server name")))?,
+                url::Host::Ipv4(ip) => ServerName::IpAddress(IpAddr::V4(*ip).into()),
+                url::Host::Ipv6(ip) => ServerName::IpAddress(IpAddr::V6(*ip).into()),
+            };
+            let conn = rustls::ClientConnection::new(Arc::clone(tls), name)
+                .map_err(|e| Failure::Io(io::Error::new(io::ErrorKind::InvalidData, e)))?;
+            let mut s = rustls::StreamOwned::new(conn, sock);
+            while s.conn.is_handshaking() {
+                set_timeouts(&s.sock, end, pace, "the TLS handshake")?;
+                match s.conn.complete_io(&mut s.sock) {
+                    Ok((0, 0)) => return Err(Failure::Closed),
+                    Ok(_) => {}
+                    Err(e) if is_timeout(&e) => {
+                        if Instant::now() >= end {
+                            return Err(timeout_at_end(pace, end, "the TLS handshake"));
+                        }
+                    }
+                    Err(e) => return Err(Failure::Io(e)),
+                }
+            }
+            Stream::Tls(Box::new(s))
+        } else {
+            Stream::Plain(sock)
+        };
+        Ok(Conn {
+            stream,
+            scratch: vec![0; 4096],
+            reused: false,
+            idle_since: Instant::now(),
+        })
+    }
+
+    /// Write the whole request, bounded by `pace` as one exchange.
+    pub fn send(&mut self, bytes: &[u8], pace: &Pace) -> Result<(), Failure> {
+        let end = pace.whole()?;
+        set_timeouts(self.stream.tcp(), end, pace, "sending the request")?;
+        let r = match &mut self.stream {
+            Stream::Plain(s) => s.write_all(bytes),
+            Stream::Tls(s) => s.write_all(bytes).and_then(|()| s.flush()),
+        };
+        match r {
+            Ok(()) => Ok(()),
+            Err(e) if is_timeout(&e) => Err(timeout_at_end(pace, end, "sending the request")),
+            Err(e) => Err(Failure::Io(e)),
+        }
+    }
+
+    /// Read one response head, consuming exactly its bytes.
+    pub fn read_head(&mut self, pace: &mut Pace) -> Result<Head, Failure> {
+        let mut out = Vec::with_capacity(512);
+        self.read_until(&mut out, MAX_HEAD_BYTES, pace, head_end)?;
+        match wire::parse_head(&out)? {
+            Some((head, _)) => Ok(head),
+            None => Err(Failure::Wire(WireError("incomplete response head".into()))),
+        }
+    }
+
+    /// Read one line (chunk size, trailer), consuming exactly its bytes.
+    pub fn read_line(
+        &mut self,
+        out: &mut Vec<u8>,
+        limit: usize,
+        pace: &mut Pace,
+    ) -> Result<(), Failure> {
+        out.clear();
+        self.read_until(out, limit, pace, |b| {
+            b.iter().position(|&c| c == b'\n').map(|i| i + 1)
+        })
+    }
+
+    /// Append bytes to `out` up to and including the end `find` reports,
+    /// taking nothing beyond it. More than `limit` bytes is an error.
+    fn read_until(
+        &mut self,
+        out: &mut Vec<u8>,
+        limit: usize,
+        pace: &mut Pace,
+        find: impl Fn(&[u8]) -> Option<usize>,
+    ) -> Result<(), Failure> {
+        loop {
+            let budget = pace.budget()?;
+            set_read_timeout(self.stream.tcp(), budget)?;
+            let t = Instant::now();
+            let scratch = &mut self.scratch;
+            let before = out.len();
+            let r = with_available(&mut self.stream, scratch, |avail| {
+                // Search the tail of what we have plus what is available; a
+                // delimiter may straddle the two.
+                let from = before.saturating_sub(4);
+                let mut joined = out[from..].to_vec();
+                joined.extend_from_slice(avail);
+                let take = match find(&joined) {
+                    Some(end) => end - (before - from),
+                    None => avail.len(),
+                };
+                out.extend_from_slice(&avail[..take]);
+                take
+            });
+            let took = t.elapsed();
+            match r {
+                Ok(0) => return Err(Failure::Closed),
+                Ok(n) => {
+                    pace.account(took, n)?;
+                    let from = before.saturating_sub(4);
+                    if find(&out[from..]).is_some_and(|e| from + e == out.len()) {
+                        return Ok(());
+                    }
+                    if out.len() > limit {
+                        return Err(Failure::Wire(WireError(format!(
+                            "response head or line longer than {} KiB",
+                            limit >> 10
+                        ))));
+                    }
+                }
+                Err(e) if is_timeout(&e) => pace.account(took, 0)?,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Failure::Io(e)),
+            }
+        }
+    }
+
+    /// Read body bytes straight into `buf`. `Ok(0)` is the server's close.
+    pub fn read(&mut self, buf: &mut [u8], pace: &mut Pace) -> Result<usize, Failure> {
+        loop {
+            let budget = pace.budget()?;
+            set_read_timeout(self.stream.tcp(), budget)?;
+            let t = Instant::now();
+            let r = match &mut self.stream {
+                Stream::Plain(s) => s.read(buf),
+                Stream::Tls(s) => tls_read(s, buf),
+            };
+            let took = t.elapsed();
+            match r {
+                Ok(n) => {
+                    pace.account(took, n)?;
+                    return Ok(n);
+                }
+                Err(e) if is_timeout(&e) => pace.account(took, 0)?,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Failure::Io(e)),
+            }
+        }
+    }
+
+    /// Cheap check before reuse: an idle connection with something to read
+    /// (the server's FIN, a TLS alert, stray bytes) is not reusable.
+    fn looks_idle(&self) -> bool {
+        let tcp = self.stream.tcp();
+        if let Stream::Tls(s) = &self.stream {
+            if s.conn.wants_write() {
+                return false;
+            }
+        }
+        if tcp.set_nonblocking(true).is_err() {
+            return false;
+        }
+        let mut b = [0u8; 1];
+        let idle = matches!(tcp.peek(&mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+        tcp.set_nonblocking(false).is_ok() && idle
+    }
+}
+
+/// The blank line that ends a head, LF LF or CRLF CRLF.
+fn head_end(b: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while let Some(p) = b[i..].iter().position(|&c| c == b'\n') {
+        let nl = i + p;
+        let rest = &b[nl + 1..];
+        if rest.starts_with(b"\n") {
+            return Some(nl + 2);
+        }
+        if rest.starts_with(b"\r\n") {
+            return Some(nl + 3);
+        }
+        i = nl + 1;
+    }
+    None
+}
+
+/// Offer the bytes available without consuming them to `take`, which
+/// returns how many to consume. Blocks (within the socket timeout) until at
+/// least one byte or the end of the stream (`Ok(0)`, nothing offered).
+fn with_available(
+    stream: &mut Stream,
+    scratch: &mut [u8],
+    take: impl FnOnce(&[u8]) -> usize,
+) -> io::Result<usize> {
+    use std::io::BufRead;
+    match stream {
+        Stream::Plain(s) => {
+            let k = s.peek(scratch)?;
+            if k == 0 {
+                return Ok(0);
+            }
+            let n = take(&scratch[..k]);
+            // Those bytes are in the socket's queue: this returns at once.
+            s.read_exact(&mut scratch[..n])?;
+            Ok(n)
+        }
+        Stream::Tls(s) => loop {
+            match s.conn.reader().fill_buf() {
+                Ok([]) => return Ok(0),
+                Ok(avail) => {
+                    let n = take(avail);
+                    s.conn.reader().consume(n);
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let (read, _) = s.conn.complete_io(&mut s.sock)?;
+                    if read == 0 && !s.conn.wants_read() {
+                        // Neither plaintext nor a way to get more: closed.
+                        return Ok(0);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                Err(e) => return Err(e),
+            }
+        },
+    }
+}
+
+/// rustls read that reports socket timeouts instead of retrying them, so
+/// the caller's [`Pace`] decides.
+fn tls_read(
+    s: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+    buf: &mut [u8],
+) -> io::Result<usize> {
+    loop {
+        match s.conn.reader().read(buf) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let (read, _) = s.conn.complete_io(&mut s.sock)?;
+                if read == 0 && !s.conn.wants_read() {
+                    return Ok(0);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn set_read_timeout(tcp: &TcpStream, d: Duration) -> Result<(), Failure> {
+    tcp.set_read_timeout(Some(d.max(MIN_WAIT)))?;
+    Ok(())
+}
+
+fn set_timeouts(
+    tcp: &TcpStream,
+    end: Instant,
+    pace: &Pace,
+    during: &'static str,
+) -> Result<(), Failure> {
+    let left = end.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(timeout_at_end(pace, end, during));
+    }
+    tcp.set_read_timeout(Some(left))?;
+    tcp.set_write_timeout(Some(left))?;
+    Ok(())
+}
+
+/// The failure for a whole-exchange bound that ran out: the caller's
+/// deadline if that was the nearer bound, else the timeout.
+fn timeout_at_end(pace: &Pace, end: Instant, during: &'static str) -> Failure {
+    match pace.deadline {
+        Some((at, setting)) if at <= end => Failure::Deadline(setting),
+        _ => Failure::Timeout {
+            during,
+            after: pace.window,
+        },
+    }
+}
+
+/// Resolve a host, bounded: `getaddrinfo` has no timeout of its own, so a
+/// name is looked up on a helper thread that is abandoned if it is late.
+fn resolve(host: &url::Host<String>, port: u16, end: Instant) -> Result<Vec<SocketAddr>, Failure> {
+    let name = match host {
+        url::Host::Ipv4(ip) => return Ok(vec![SocketAddr::new(IpAddr::V4(*ip), port)]),
+        url::Host::Ipv6(ip) => return Ok(vec![SocketAddr::new(IpAddr::V6(*ip), port)]),
+        url::Host::Domain(d) => d.clone(),
+    };
+    let (tx, rx) = mpsc::channel();
+    let lookup = name.clone();
+    std::thread::Builder::new()
+        .name("gtio-dns".into())
+        .spawn(move || {
+            let _ = tx.send(
+                (lookup.as_str(), port)
+                    .to_socket_addrs()
+                    .map(Vec::from_iter),
+            );
+        })
+        .map_err(Failure::Io)?;
+    let left = end.saturating_duration_since(Instant::now());
+    match rx.recv_timeout(left) {
+        Ok(Ok(addrs)) if !addrs.is_empty() => Ok(addrs),
+        Ok(Ok(_)) => Err(Failure::Dns(format!("{name} has no address"))),
+        Ok(Err(e)) => {
+            let text = e.to_string();
+            let why = text
+                .strip_prefix("failed to lookup address information: ")
+                .unwrap_or(&text);
+            Err(Failure::Dns(format!("cannot resolve {name}: {why}")))
+        }
+        Err(_) => Err(Failure::Dns(format!(
+            "looking up {name} took longer than {}",
+            super::fmt_duration(end.saturating_duration_since(Instant::now()).max(left))
+        ))),
+    }
+}
+
+/// Idle keep-alive connections, per target.
+pub struct Pool {
+    idle: Mutex<HashMap<String, Vec<Conn>>>,
+    per_target: usize,
+}
+
+/// An idle connection older than this is closed rather than reused:
+/// servers close theirs after 5 s (Apache) to 75 s (nginx).
+const MAX_IDLE: Duration = Duration::from_secs(30);
+
+impl Pool {
+    pub fn new(per_target: usize) -> Arc<Pool> {
+        Arc::new(Pool {
+            idle: Mutex::new(HashMap::new()),
+            per_target: per_target.max(1),
+        })
+    }
+
+    /// The most recently used live idle connection to `key`, if any.
+    pub fn take(&self, key: &str) -> Option<Conn> {
+        loop {
+            let mut conn = {
+                let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+                let list = idle.get_mut(key)?;
+                let c = list.pop();
+                if list.is_empty() {
+                    idle.remove(key);
+                }
+                c?
+            };
+            if conn.idle_since.elapsed() < MAX_IDLE && conn.looks_idle() {
+                conn.reused = true;
+                return Some(conn);
+            }
+        }
+    }
+
+    pub fn put(&self, key: &str, mut conn: Conn) {
+        conn.idle_since = Instant::now();
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.entry(key.to_string()).or_default();
+        if list.len() < self.per_target {
+            list.push(conn);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pace_bounds_first_byte_then_rate() {
+        let w = Duration::from_secs(2);
+        let mut p = Pace::new(w, 1024, None);
+        assert_eq!(p.budget().unwrap(), w);
+        p.account(Duration::from_secs(1), 0).unwrap();
+        assert!(matches!(
+            p.account(Duration::from_secs(1), 0),
+            Err(Failure::NoAnswer(_))
+        ));
+
+        let mut p = Pace::new(w, 1024, None);
+        p.account(Duration::from_millis(10), 1).unwrap();
+        // 1 byte per 1.5 s: the window of 2 s holds 2 bytes < 2048.
+        p.account(Duration::from_millis(1500), 1).unwrap();
+        assert!(matches!(
+            p.account(Duration::from_millis(1500), 1),
+            Err(Failure::Stall { .. })
+        ));
+
+        // A fast transfer never trips, however long.
+        let mut p = Pace::new(w, 1024, None);
+        for _ in 0..10_000 {
+            p.account(Duration::from_millis(1), 65536).unwrap();
+        }
+    }
+
+    #[test]
+    fn pace_honours_the_deadline() {
+        let at = Instant::now() + Duration::from_millis(50);
+        let p = Pace::new(
+            Duration::from_secs(20),
+            1024,
+            Some((at, Duration::from_secs(6))),
+        );
+        assert!(p.budget().unwrap() <= Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(matches!(p.budget(), Err(Failure::Deadline(_))));
+    }
+
+    #[test]
+    fn heads_end_at_the_blank_line() {
+        assert_eq!(head_end(b"HTTP/1.1 200 OK\r\n\r\nbody"), Some(19));
+        assert_eq!(head_end(b"HTTP/1.1 200 OK\n\nbody"), Some(17));
+        assert_eq!(head_end(b"HTTP/1.1 200 OK\r\nA: b\r\n"), None);
+    }
+}
