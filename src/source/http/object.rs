@@ -248,6 +248,14 @@ pub fn get_range(
                     "{what}: server answered bytes {a}-{b} instead"
                 ))));
             }
+            let len = range.end - range.start;
+            if let Some(n) = resp.content_length().filter(|n| *n != len) {
+                // A body framed longer or shorter than the range it claims:
+                // the connection cannot be trusted for the next request.
+                return Err(Fault::transient(Error::io(format!(
+                    "{what}: server framed {n} bytes for a range of {len}"
+                ))));
+            }
             Ok(resp.body_exact(range.end - range.start))
         }
         200 => {
