@@ -62,7 +62,13 @@ fn within<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> (T, Dura
         let _ = tx.send(f());
     });
     match rx.recv_timeout(WATCHDOG) {
-        Ok(v) => (v, start.elapsed()),
+        Ok(v) => {
+            let took = start.elapsed();
+            // For the closing note's before/after table; not an assertion.
+            let name = std::thread::current().name().unwrap_or("?").to_string();
+            eprintln!("[{name}] {took:.1?}");
+            (v, took)
+        }
         Err(_) => panic!("still running after {WATCHDOG:?}: the call hangs"),
     }
 }

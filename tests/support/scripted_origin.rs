@@ -222,10 +222,13 @@ fn play(mut conn: TcpStream, script: Vec<Step>, sh: &Shared) {
             }
         };
         if !ok {
-            return;
+            break;
         }
     }
+    // Close now: the duplicate kept for Drop would otherwise hold the
+    // socket open, and the client would see silence instead of a FIN.
     let _ = conn.flush();
+    let _ = conn.shutdown(Shutdown::Both);
 }
 
 fn read_head(conn: &mut TcpStream, pending: &mut Vec<u8>, sh: &Shared) -> bool {

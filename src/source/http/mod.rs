@@ -299,7 +299,9 @@ impl HttpClient {
                     return Ok(HttpResponse { status, head, body });
                 }
                 // A pooled connection the server closed while it was idle
-                // fails before any answer: try once more on a new one.
+                // fails before any answer, or (a NAT or a crashed server
+                // dropped it without a FIN) never answers: try once more on
+                // a new one, within the same deadline.
                 Err(f) if conn.reused && is_stale(&f) => fresh_only = true,
                 Err(f) => return Err(fault(f)),
             }
@@ -380,7 +382,7 @@ fn exchange(
 fn is_stale(f: &Failure) -> bool {
     use io::ErrorKind as K;
     match f {
-        Failure::Closed => true,
+        Failure::Closed | Failure::NoAnswer(_) => true,
         Failure::Io(e) => matches!(
             e.kind(),
             K::ConnectionReset | K::BrokenPipe | K::ConnectionAborted | K::UnexpectedEof
