@@ -106,7 +106,7 @@ pub(crate) fn failure_reason(f: &Failure) -> (i32, bool, String) {
             libc::ETIMEDOUT,
             true,
             format!(
-                "stalled: less than {min_rate} bytes/s over {} (stall_min_bytes_per_sec)",
+                "received less than {min_rate} bytes/s over {} (stall_min_bytes_per_sec)",
                 fmt_duration(*window)
             ),
         ),

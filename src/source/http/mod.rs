@@ -43,7 +43,7 @@ mod object;
 mod pace;
 mod response;
 mod tls;
-mod wire;
+pub mod wire;
 
 use conn::{Conn, Failure, Pace, Pool, Target};
 pub(crate) use fault::fmt_duration;
