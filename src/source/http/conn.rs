@@ -93,8 +93,10 @@ pub struct Conn {
     /// Taken from the pool (the server may have closed it meanwhile).
     pub reused: bool,
     idle_since: Instant,
-    /// The socket's current `SO_RCVTIMEO`, to skip a system call per read.
+    /// The socket's current `SO_RCVTIMEO` and `SO_SNDTIMEO`, to skip a
+    /// system call per read or request.
     read_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
 }
 
 /// Where a connection goes: scheme, host, port, and the TLS name.
@@ -181,14 +183,22 @@ impl Conn {
             reused: false,
             idle_since: Instant::now(),
             read_timeout: None,
+            write_timeout: None,
         })
     }
 
     /// Write the whole request, bounded by `pace` as one exchange.
     pub fn send(&mut self, bytes: &[u8], pace: &Pace) -> Result<(), Failure> {
         let end = pace.whole()?;
-        set_timeouts(self.stream.tcp(), end, pace, "sending the request")?;
-        self.read_timeout = None;
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(timeout_at_end(pace, end, "sending the request"));
+        }
+        // Only the send timeout: reads keep theirs, set per wait.
+        if !close_enough(self.write_timeout, left) {
+            self.stream.tcp().set_write_timeout(Some(left))?;
+            self.write_timeout = Some(left);
+        }
         let r = match &mut self.stream {
             Stream::Plain(s) => s.write_all(bytes),
             Stream::Tls(s) => s.write_all(bytes).and_then(|()| s.flush()),
@@ -295,17 +305,14 @@ impl Conn {
         }
     }
 
-    /// Make the next read wait at most `budget`. The socket option is left
-    /// alone when it already is at most 1/64 (or 5 ms) above the budget:
-    /// reads on a busy transfer are one `recv` each, not `setsockopt` too,
-    /// and no wait overshoots its budget by more than that slack.
+    /// Make the next read wait about `budget`. The socket option is left
+    /// alone when it is already close to it ([`close_enough`]): reads on a
+    /// busy transfer, and requests on a pooled connection, cost one `recv`
+    /// each, not a `setsockopt` too.
     fn set_read_timeout(&mut self, budget: Duration) -> Result<(), Failure> {
         let budget = budget.max(MIN_WAIT);
-        let slack = (budget / 64).max(Duration::from_millis(5));
-        if let Some(cur) = self.read_timeout {
-            if cur >= budget && cur - budget <= slack {
-                return Ok(());
-            }
+        if close_enough(self.read_timeout, budget) {
+            return Ok(());
         }
         self.stream.tcp().set_read_timeout(Some(budget))?;
         self.read_timeout = Some(budget);
@@ -354,6 +361,15 @@ fn tls_idle(s: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>) ->
         }
     }
     false
+}
+
+/// A socket timeout `cur` may stand for `budget` when it is within 1/64
+/// (or 5 ms) of it: a little longer overshoots by that much at most; a
+/// little shorter only ends a wait early, and the caller then waits again
+/// for what is left.
+fn close_enough(cur: Option<Duration>, budget: Duration) -> bool {
+    let slack = (budget / 64).max(Duration::from_millis(5));
+    cur.is_some_and(|cur| cur.abs_diff(budget) <= slack)
 }
 
 /// The blank line that ends a head, LF LF or CRLF CRLF.
