@@ -50,12 +50,15 @@ impl Dataset {
                 Dataset::from_object(Box::new(obj), uri, block)
             }
             "http" | "https" => {
+                // One deadline for the whole open (open_timeout_ms): HEAD,
+                // probe and metainfo download together.
+                let deadline = rt.http().open_deadline();
                 if named_torrent {
-                    return Dataset::open_remote_torrent(uri, secret);
+                    return Dataset::open_remote_torrent(uri, secret, deadline);
                 }
-                let obj = HttpObject::open(rt.http(), uri, secret.as_ref())?;
+                let obj = HttpObject::open(rt.http(), uri, secret.as_ref(), Some(deadline))?;
                 if obj.is_torrent() {
-                    return Dataset::open_remote_torrent(uri, secret);
+                    return Dataset::open_remote_torrent(uri, secret, deadline);
                 }
                 Dataset::from_object(Box::new(obj), uri, block)
             }
@@ -101,7 +104,11 @@ impl Dataset {
         Ok(ds)
     }
 
-    fn open_remote_torrent(uri: &str, cred: Option<Secret>) -> Result<Dataset> {
+    fn open_remote_torrent(
+        uri: &str,
+        cred: Option<Secret>,
+        deadline: std::time::Instant,
+    ) -> Result<Dataset> {
         let rt = runtime::get()?;
         let what = format!("GET {}", redact_url(uri));
         let resp = rt
@@ -112,6 +119,7 @@ impl Dataset {
                 range: None,
                 if_range: None,
                 cred: cred.as_ref(),
+                deadline: Some(deadline),
             })
             .map_err(|f| f.error)?;
         if resp.status != 200 {

@@ -4,7 +4,7 @@
 //! object". It does not retry, cache or verify; the engine does those, driven
 //! by the [`Fault`] a source returns, which says whether trying again can help.
 //!
-//! - [`http`]: `http://` and `https://` through one shared ureq agent.
+//! - [`http`]: `http://` and `https://` through gtio's own HTTP/1.1 client (docs/http.md).
 //! - [`file`]: `file://`, for local datasets, tests and demos.
 //! - [`webseed`]: BEP 19 mapping from a torrent's stream to web seed URLs.
 
