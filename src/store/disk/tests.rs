@@ -33,7 +33,8 @@ fn a_saved_piece_loads_back_in_a_new_store() {
 fn corrupt_truncated_empty_and_foreign_pieces_are_deleted_not_served() {
     let dir = tempdir("bad");
     let s = DiskStore::open(&dir, 1 << 20).unwrap();
-    let cases: [(&str, fn(&Path)); 4] = [
+    type Spoil = fn(&Path);
+    let cases: [(&str, Spoil); 4] = [
         ("flipped byte", |p| {
             let mut b = fs::read(p).unwrap();
             b[HEADER + 5] ^= 1;
