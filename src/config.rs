@@ -36,6 +36,10 @@ pub struct Config {
     pub ring_entries: u32,
     pub poller_thread: bool,
     pub ca_bundle: Option<PathBuf>,
+    /// The persistent piece store's directory (`store`); `None` = memory only.
+    pub cache_dir: Option<PathBuf>,
+    /// The persistent store's bound in bytes (default 10 GiB).
+    pub cache_dir_bytes: u64,
 }
 
 impl Default for Config {
@@ -51,6 +55,8 @@ impl Default for Config {
             ring_entries: 1024,
             poller_thread: false,
             ca_bundle: None,
+            cache_dir: None,
+            cache_dir_bytes: 10 << 30,
         }
     }
 }
@@ -86,6 +92,16 @@ impl Config {
         self.ring_entries = self.ring_entries.min(1 << 20);
         self.readahead_max_bytes = self.readahead_max_bytes.min(self.cache_bytes / 4);
         self.retries = self.retries.min(32);
+        if self.cache_dir_bytes == 0 {
+            self.cache_dir_bytes = d.cache_dir_bytes;
+        }
+        if self
+            .cache_dir
+            .as_ref()
+            .is_some_and(|d| d.as_os_str().is_empty())
+        {
+            self.cache_dir = None;
+        }
         self
     }
 
@@ -111,6 +127,8 @@ mod tests {
             ring_entries: 0,
             poller_thread: false,
             ca_bundle: None,
+            cache_dir: None,
+            cache_dir_bytes: 0,
         }
         .normalized();
         let d = Config::default();

@@ -73,6 +73,8 @@ unsafe fn config_from_c(c: &GTIO_Config) -> Result<Config, Error> {
         ring_entries: c.ring_entries,
         poller_thread: c.poller_thread != 0,
         ca_bundle,
+        // Not in GTIO_Config (its layout is fixed): from the environment.
+        ..Config::default()
     })
 }
 

@@ -67,6 +67,9 @@ pub struct StoreStats {
     /// Writing stopped because the disk is full (a warning, not an error).
     pub disk_full: bool,
     pub write_errors: u64,
+    /// Saves skipped because the write queue was full (filled in by the
+    /// engine, which owns the queue).
+    pub saves_skipped: u64,
 }
 
 #[derive(Default)]
@@ -107,6 +110,7 @@ pub enum Claim {
     Stored(Vec<u8>),
 }
 
+/// Held while this process fetches a piece it claimed.
 pub struct ClaimGuard {
     path: PathBuf,
 }
@@ -335,19 +339,27 @@ impl DiskStore {
         index.written_since_scan = 0;
     }
 
-    /// Temporary files whose writer is gone: a crash mid-write.
+    /// Temporary files and in-flight markers whose writer is gone: a crash
+    /// mid-write or mid-fetch. (A marker of a stored piece is never looked
+    /// at again, so it would stay for ever.)
     fn remove_dead_temporaries(&self) {
-        let Ok(entries) = fs::read_dir(self.root.join("tmp")) else {
-            return;
-        };
-        for e in entries.flatten() {
-            let name = e.file_name();
-            let pid = name
-                .to_str()
-                .and_then(|n| n.split('-').next())
-                .and_then(|p| p.parse::<i32>().ok());
-            if pid.is_none_or(|p| !process_alive(p)) {
-                let _ = fs::remove_file(e.path());
+        if let Ok(entries) = fs::read_dir(self.root.join("tmp")) {
+            for e in entries.flatten() {
+                let name = e.file_name();
+                let pid = name
+                    .to_str()
+                    .and_then(|n| n.split('-').next())
+                    .and_then(|p| p.parse::<i32>().ok());
+                if pid.is_none_or(|p| !process_alive(p)) {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
+        if let Ok(entries) = fs::read_dir(self.root.join("inflight")) {
+            for e in entries.flatten() {
+                if !marker_is_live(&e.path()) {
+                    let _ = fs::remove_file(e.path());
+                }
             }
         }
     }
@@ -361,15 +373,8 @@ impl DiskStore {
             if let Some(data) = self.load_quiet(key) {
                 return Claim::Stored(data);
             }
-            match OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&marker)
-            {
-                Ok(mut f) => {
-                    let _ = write!(f, "{}", std::process::id());
-                    return Claim::Mine(ClaimGuard { path: marker });
-                }
+            match self.create_marker(&marker) {
+                Ok(()) => return Claim::Mine(ClaimGuard { path: marker }),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                     if marker_is_live(&marker) {
                         return Claim::Theirs;
@@ -388,6 +393,22 @@ impl DiskStore {
         Claim::Mine(ClaimGuard {
             path: PathBuf::new(),
         })
+    }
+
+    /// Create `marker` holding our pid, atomically: the pid is written to a
+    /// temporary file that is then hard-linked to the marker's name (a link
+    /// fails if the name exists, like `O_EXCL`). A writer killed at any
+    /// point leaves no marker without a pid, which would look live.
+    fn create_marker(&self, marker: &Path) -> io::Result<()> {
+        let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
+        let tmp = self
+            .root
+            .join("tmp")
+            .join(format!("{}-{n}-claim", std::process::id()));
+        fs::write(&tmp, std::process::id().to_string())?;
+        let linked = fs::hard_link(&tmp, marker);
+        let _ = fs::remove_file(&tmp);
+        linked
     }
 
     /// Wait until another process's fetch of `key` lands (the piece) or its
@@ -429,6 +450,7 @@ impl DiskStore {
             bytes_used: self.lock().total,
             disk_full: self.disk_full.load(Ordering::Relaxed),
             write_errors: c.write_errors.load(Ordering::Relaxed),
+            saves_skipped: 0,
         }
     }
 }
@@ -479,11 +501,11 @@ fn marker_is_live(marker: &Path) -> bool {
         .ok()
         .and_then(|m| m.elapsed().ok())
         .is_none_or(|age| age < CLAIM_TIMEOUT);
+    // Markers are created with their pid in place (`create_marker`).
     let pid = fs::read_to_string(marker)
         .ok()
         .and_then(|s| s.trim().parse::<i32>().ok());
-    // A marker just created may not have its pid written yet: live.
-    young && pid.is_none_or(process_alive)
+    young && pid.is_some_and(process_alive)
 }
 
 #[cfg(test)]

@@ -56,4 +56,4 @@
 
 mod disk;
 
-pub use disk::{Claim, DiskStore, StoreKey, StoreStats, CLAIM_TIMEOUT};
+pub use disk::{Claim, ClaimGuard, DiskStore, StoreKey, StoreStats, CLAIM_TIMEOUT};
