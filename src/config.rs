@@ -38,6 +38,10 @@ pub struct Config {
     pub ca_bundle: Option<PathBuf>,
     /// Stall and open bounds of the HTTP client (environment-only settings).
     pub http: HttpBounds,
+    /// The persistent piece store's directory (`store`); `None` = memory only.
+    pub cache_dir: Option<PathBuf>,
+    /// The persistent store's bound in bytes (default 10 GiB).
+    pub cache_dir_bytes: u64,
 }
 
 impl Default for Config {
@@ -54,6 +58,8 @@ impl Default for Config {
             poller_thread: false,
             ca_bundle: None,
             http: HttpBounds::default(),
+            cache_dir: None,
+            cache_dir_bytes: 10 << 30,
         }
     }
 }
@@ -90,6 +96,16 @@ impl Config {
         self.readahead_max_bytes = self.readahead_max_bytes.min(self.cache_bytes / 4);
         self.retries = self.retries.min(32);
         self.http = self.http.normalized();
+        if self.cache_dir_bytes == 0 {
+            self.cache_dir_bytes = d.cache_dir_bytes;
+        }
+        if self
+            .cache_dir
+            .as_ref()
+            .is_some_and(|d| d.as_os_str().is_empty())
+        {
+            self.cache_dir = None;
+        }
         self
     }
 
@@ -177,6 +193,8 @@ mod tests {
                 stall_min_bytes_per_sec: 0,
                 open_timeout_ms: 0,
             },
+            cache_dir: None,
+            cache_dir_bytes: 0,
         }
         .normalized();
         let d = Config::default();

@@ -20,6 +20,7 @@ pub mod http_date;
 pub mod runtime;
 pub mod serve;
 pub mod source;
+pub mod store;
 pub mod tools;
 
 pub use config::Config;

@@ -46,7 +46,12 @@ impl Runtime {
     fn start(config: Config) -> Result<Runtime> {
         let config = config.normalized();
         let http = Arc::new(HttpClient::new(&config)?);
-        let engine = Engine::start(&config);
+        let config = store_settings_from_env(config)?;
+        let store = match &config.cache_dir {
+            Some(dir) => Some(crate::store::DiskStore::open(dir, config.cache_dir_bytes)?),
+            None => None,
+        };
+        let engine = Engine::start_with_store(&config, store);
         let poller = if config.poller_thread {
             let dispatch = *DISPATCH.get().ok_or_else(|| {
                 Error::invalid("poller_thread needs a completion dispatcher (set by the C API)")
@@ -171,4 +176,22 @@ pub fn fini() -> bool {
         }
         None => false,
     }
+}
+
+/// `GTIO_CACHE_DIR` and `GTIO_CACHE_DIR_BYTES`, for a config that does not
+/// set them (an explicit setting wins; DESIGN.md, "Settings").
+fn store_settings_from_env(mut config: Config) -> Result<Config> {
+    if config.cache_dir.is_none() {
+        if let Some(dir) = std::env::var_os("GTIO_CACHE_DIR").filter(|d| !d.is_empty()) {
+            config.cache_dir = Some(dir.into());
+        }
+    }
+    if let Ok(v) = std::env::var("GTIO_CACHE_DIR_BYTES") {
+        config.cache_dir_bytes = v.trim().parse().map_err(|_| {
+            Error::invalid(format!(
+                "GTIO_CACHE_DIR_BYTES={v:?} is not a number of bytes"
+            ))
+        })?;
+    }
+    Ok(config)
 }

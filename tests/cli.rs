@@ -18,8 +18,19 @@ const COMMAND_LIMIT: Duration = Duration::from_secs(120);
 /// `gtio` with a clean environment for the variables it reads.
 fn gtio() -> Command {
     let mut cmd = Command::new(GTIO);
-    cmd.env_remove("GTIO_CRED").env_remove("GTIO_CA_BUNDLE");
+    cmd.env_remove("GTIO_CRED")
+        .env_remove("GTIO_CA_BUNDLE")
+        .env_remove("GTIO_CACHE_DIR")
+        .env("XDG_CACHE_HOME", fresh_cache_home());
     cmd
+}
+
+/// A cache home of its own for each command: `gtio get` keeps pieces there
+/// by default, and one test's pieces must not serve another's reads.
+fn fresh_cache_home() -> std::path::PathBuf {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir().join(format!("gtio-cli-cache-{}-{n}", std::process::id()))
 }
 
 /// Run to completion within [`COMMAND_LIMIT`] (killed and failed past it).

@@ -10,9 +10,17 @@ fn gtio(args: &[&str], env: &[(&str, &str)]) -> Output {
         "GTIO_CA_BUNDLE",
         "GTIO_RETRIES",
         "GTIO_TIMEOUT_MS",
+        "GTIO_CACHE_DIR",
     ] {
         c.env_remove(k);
     }
+    // `gtio get` keeps pieces under the cache home by default: one per run.
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    c.env(
+        "XDG_CACHE_HOME",
+        std::env::temp_dir().join(format!("gtio-cli-cache-{}-{n}", std::process::id())),
+    );
     for (k, v) in env {
         c.env(k, v);
     }

@@ -81,6 +81,22 @@ struct Net {
     /// Readahead bound per reader, bytes (0 disables) [default: 32 MiB]
     #[arg(long, env = "GTIO_READAHEAD_MAX_BYTES", value_name = "BYTES")]
     readahead_max_bytes: Option<u64>,
+    /// Keep verified pieces in this directory across runs and processes
+    /// (the persistent store) [default: memory only]
+    #[arg(long, env = "GTIO_CACHE_DIR", value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Bound of the --cache-dir store, bytes [default: 10 GiB]
+    #[arg(long, env = "GTIO_CACHE_DIR_BYTES", value_name = "BYTES")]
+    cache_dir_bytes: Option<u64>,
+}
+
+/// `$XDG_CACHE_HOME/gtio`, else `~/.cache/gtio` (XDG base directories).
+fn default_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("gtio"))
 }
 
 impl Net {
@@ -96,6 +112,8 @@ impl Net {
             timeout_ms: self.timeout_ms.unwrap_or(d.timeout_ms),
             readahead_max_bytes: self.readahead_max_bytes.unwrap_or(d.readahead_max_bytes),
             ca_bundle: self.ca_bundle.clone(),
+            cache_dir: self.cache_dir.clone(),
+            cache_dir_bytes: self.cache_dir_bytes.unwrap_or(d.cache_dir_bytes),
             ..d
         };
         if c == gtio::Config::default() {
@@ -195,6 +213,10 @@ Example:
             default_value = "."
         )]
         outdir: PathBuf,
+        /// Do not keep pieces for a later run (by default `get` keeps them
+        /// in $XDG_CACHE_HOME/gtio, so an interrupted get resumes)
+        #[arg(long)]
+        no_cache: bool,
         #[command(flatten)]
         net: Net,
     },
@@ -265,6 +287,11 @@ fn main() {
         }
         Err(_) => 1,
     };
+    if code == 0 {
+        // Let downloads in progress finish and reach the persistent store,
+        // so the next run finds every piece this one fetched.
+        gtio::runtime::fini();
+    }
     std::process::exit(code);
 }
 
@@ -354,8 +381,12 @@ fn run(cli: Cli) -> Outcome {
             ranges,
             file_ranges,
             outdir,
-            net,
+            no_cache,
+            mut net,
         } => {
+            if !no_cache && net.cache_dir.is_none() {
+                net.cache_dir = default_cache_dir();
+            }
             net.init()?;
             get(&datasets, &ranges, &file_ranges, &outdir, net.cred(), quiet)
         }

@@ -21,6 +21,7 @@ pub mod keys;
 pub mod readahead;
 pub mod request;
 pub mod scheduler;
+mod tiers;
 pub mod units;
 
 use std::collections::HashMap;
@@ -147,6 +148,8 @@ pub struct Stats {
     pub bytes_fetched: u64,
     pub retries: u64,
     pub cache_hits: u64,
+    /// Pieces found in the persistent store instead of fetched.
+    pub store_hits: u64,
 }
 
 #[derive(Default)]
@@ -159,11 +162,16 @@ struct Counters {
     bytes_fetched: AtomicU64,
     retries: AtomicU64,
     cache_hits: AtomicU64,
+    store_hits: AtomicU64,
 }
 
 pub struct Engine {
     config: Config,
     cache: Box<dyn PieceStore>,
+    /// The persistent tier behind `cache`, when `cache_dir` is set, and
+    /// the thread that writes to it.
+    store: Option<Arc<crate::store::DiskStore>>,
+    store_writer: Option<tiers::Writer>,
     flights: Mutex<HashMap<PieceKey, Flight>>,
     scheduler: Scheduler,
     states: Mutex<HashMap<u64, DownloadState>>,
@@ -176,8 +184,23 @@ pub struct Engine {
 
 impl Engine {
     pub fn start(config: &Config) -> Arc<Engine> {
+        Engine::start_with_store(config, None)
+    }
+
+    /// Start with a persistent store behind the memory cache.
+    pub fn start_with_store(
+        config: &Config,
+        store: Option<crate::store::DiskStore>,
+    ) -> Arc<Engine> {
+        let store = store.map(Arc::new);
+        // A quarter of the memory cache may wait to be written.
+        let store_writer = store
+            .as_ref()
+            .map(|s| tiers::Writer::start(Arc::clone(s), config.cache_bytes / 4));
         let engine = Arc::new(Engine {
             cache: Box::new(MemoryLru::new(config.cache_bytes)),
+            store,
+            store_writer,
             flights: Mutex::new(HashMap::new()),
             scheduler: Scheduler::new(config.workers as usize),
             states: Mutex::new(HashMap::new()),
@@ -431,29 +454,69 @@ impl Engine {
     /// its flight completed (piece or error).
     fn run_job(&self, job: &Job) -> DownloadState {
         let provider = &job.provider;
-        let mut next = job.pieces.start;
+        let Some(store) = &self.store else {
+            return self.fetch_run(provider, job.pieces.clone(), &mut HashMap::new());
+        };
+        let mut from_store = |piece: u32, p: Piece| {
+            self.counters.store_hits.fetch_add(1, Ordering::Relaxed);
+            self.complete(&provider.key(piece), Ok(p));
+        };
+        let mut settled = tiers::settle(store, provider, job.pieces.clone(), &mut from_store);
+        let mut state = DownloadState::Completed;
+        let mut fetch = |runs: Vec<Range<u32>>, claims: &mut HashMap<_, _>| {
+            for run in runs {
+                let s = self.fetch_run(provider, run, claims);
+                if s != DownloadState::Completed {
+                    state = s;
+                }
+            }
+        };
+        fetch(std::mem::take(&mut settled.runs), &mut settled.claims);
+        let rest = tiers::wait_for_others(store, settled.theirs, &mut from_store);
+        fetch(rest, &mut settled.claims);
+        state
+    }
+
+    /// Fetch one run of pieces from the sources with retries; every piece
+    /// ends with its flight completed (piece or error). Fetched pieces go to
+    /// the store (and their claims are released) after their readers.
+    fn fetch_run(
+        &self,
+        provider: &Arc<dyn PieceProvider>,
+        pieces: Range<u32>,
+        claims: &mut HashMap<u32, crate::store::ClaimGuard>,
+    ) -> DownloadState {
+        let mut next = pieces.start;
         let mut attempt: u32 = 0;
         loop {
             if self.is_shut_down() {
-                self.fail_pieces(provider, next..job.pieces.end, &shut_down_error());
+                self.fail_pieces(provider, next..pieces.end, &shut_down_error());
                 return DownloadState::Cancelled;
             }
             let before = next;
-            let result = provider.fetch(next..job.pieces.end, &mut |piece, data| {
-                if let Ok(d) = &data {
+            let result = provider.fetch(next..pieces.end, &mut |piece, data| {
+                let key = provider.key(piece);
+                let stored = data.as_ref().ok().map(Arc::clone);
+                if let Some(d) = &stored {
                     self.counters.pieces_fetched.fetch_add(1, Ordering::Relaxed);
                     self.counters
                         .bytes_fetched
                         .fetch_add(d.len() as u64, Ordering::Relaxed);
                 }
-                self.complete(&provider.key(piece), data);
+                self.complete(&key, data);
+                let claim = claims.remove(&piece);
+                if let (Some(w), Some(d), Some(k)) =
+                    (&self.store_writer, stored, tiers::store_key(&key))
+                {
+                    w.save(k, d, claim);
+                }
                 next = next.max(piece + 1);
             });
             match result {
-                Ok(()) if next >= job.pieces.end => return DownloadState::Completed,
+                Ok(()) if next >= pieces.end => return DownloadState::Completed,
                 Ok(()) => {
                     let e = Error::io("source returned fewer pieces than asked for");
-                    self.fail_pieces(provider, next..job.pieces.end, &e);
+                    self.fail_pieces(provider, next..pieces.end, &e);
                     return DownloadState::Failed;
                 }
                 Err(fault) => {
@@ -462,7 +525,7 @@ impl Engine {
                         attempt = 0;
                     }
                     if !fault.transient || attempt >= self.config.retries {
-                        self.fail_pieces(provider, next..job.pieces.end, &fault.error);
+                        self.fail_pieces(provider, next..pieces.end, &fault.error);
                         return DownloadState::Failed;
                     }
                     self.counters.retries.fetch_add(1, Ordering::Relaxed);
@@ -548,7 +611,15 @@ impl Engine {
             bytes_fetched: l(&c.bytes_fetched),
             retries: l(&c.retries),
             cache_hits: l(&c.cache_hits),
+            store_hits: l(&c.store_hits),
         }
+    }
+
+    /// The persistent store's counters, when there is one.
+    pub fn store_stats(&self) -> Option<crate::store::StoreStats> {
+        let mut stats = self.store.as_ref()?.stats();
+        stats.saves_skipped = self.store_writer.as_ref().map_or(0, |w| w.skipped());
+        Some(stats)
     }
 
     /// Stop the workers: queued downloads are cancelled, every waiter gets
@@ -564,6 +635,9 @@ impl Engine {
         let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|e| e.into_inner()));
         for w in workers {
             let _ = w.join();
+        }
+        if let Some(w) = &self.store_writer {
+            w.finish();
         }
         let flights: Vec<Flight> = self
             .flights

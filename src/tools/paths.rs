@@ -134,10 +134,20 @@ fn ensure_real_dir(p: &Path) -> io::Result<()> {
     )))
 }
 
-/// An output file being written: a temporary file next to its final name,
-/// renamed into place by [`Output::commit`] and removed if dropped before.
+/// An output file being written, invisible until [`Output::commit`].
+///
+/// The data goes to an unnamed file in the output directory (`O_TMPFILE`),
+/// which the kernel frees however the process ends — SIGINT, SIGTERM or
+/// `kill -9` — so an interrupted `gtio get` never leaves a partial file
+/// behind. Commit gives it a temporary name (`linkat` through /proc) and
+/// renames that over the final one. Where the file system has no
+/// `O_TMPFILE`, a named temporary next to the final name is used instead,
+/// removed on drop, and leftovers of dead runs are removed at the next
+/// create.
 pub struct Output {
     file: Option<File>,
+    /// Some for the named-temporary fallback: the file's current name.
+    named: Option<PathBuf>,
     tmp: PathBuf,
     dest: PathBuf,
 }
@@ -147,22 +157,40 @@ impl Output {
     pub fn create(dir: &Path, file_name: &str) -> io::Result<Output> {
         let dest = dir.join(file_name);
         let tmp = dir.join(format!(".{file_name}.gtio-part-{}", std::process::id()));
+        remove_dead_partials(dir, file_name);
         // A stale temporary from a crashed run of this same pid: remove it
         // (remove_file never follows a link).
         match fs::remove_file(&tmp) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
         }
-        let file = OpenOptions::new()
+        let unnamed = OpenOptions::new()
             .write(true)
-            .create_new(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&tmp)?;
-        Ok(Output {
-            file: Some(file),
-            tmp,
-            dest,
-        })
+            .mode(0o644)
+            .custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC)
+            .open(dir);
+        match unnamed {
+            Ok(file) => Ok(Output {
+                file: Some(file),
+                named: None,
+                tmp,
+                dest,
+            }),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EISDIR)) => {
+                let file = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                    .open(&tmp)?;
+                Ok(Output {
+                    file: Some(file),
+                    named: Some(tmp.clone()),
+                    tmp,
+                    dest,
+                })
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// The final path.
@@ -173,10 +201,63 @@ impl Output {
     /// Flush and move the file to its final name (replacing what was there,
     /// a link included: `rename` never follows it).
     pub fn commit(mut self) -> io::Result<()> {
-        if let Some(mut f) = self.file.take() {
-            f.flush()?;
+        let Some(mut f) = self.file.take() else {
+            return Err(io::Error::other("output already committed"));
+        };
+        f.flush()?;
+        if self.named.take().is_none() {
+            use std::os::fd::AsRawFd;
+            let proc_path = std::ffi::CString::new(format!("/proc/self/fd/{}", f.as_raw_fd()))
+                .map_err(io::Error::other)?;
+            let tmp = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(
+                self.tmp.as_os_str(),
+            ))
+            .map_err(io::Error::other)?;
+            // SAFETY: both paths are NUL-terminated and live for the call.
+            let r = unsafe {
+                libc::linkat(
+                    libc::AT_FDCWD,
+                    proc_path.as_ptr(),
+                    libc::AT_FDCWD,
+                    tmp.as_ptr(),
+                    libc::AT_SYMLINK_FOLLOW,
+                )
+            };
+            if r != 0 {
+                return Err(io::Error::last_os_error());
+            }
         }
-        fs::rename(&self.tmp, &self.dest)
+        let renamed = fs::rename(&self.tmp, &self.dest);
+        if renamed.is_err() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+        renamed
+    }
+}
+
+/// `.NAME.gtio-part-PID` files of runs that are gone (the named fallback
+/// after a crash).
+fn remove_dead_partials(dir: &Path, file_name: &str) {
+    let prefix = format!(".{file_name}.gtio-part-");
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: signal 0 only asks whether the process exists.
+        let alive = pid > 0
+            && (unsafe { libc::kill(pid, 0) } == 0
+                || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM));
+        if !alive {
+            let _ = fs::remove_file(e.path());
+        }
     }
 }
 
@@ -198,8 +279,9 @@ impl Write for Output {
 
 impl Drop for Output {
     fn drop(&mut self) {
-        if self.file.take().is_some() {
-            let _ = fs::remove_file(&self.tmp);
+        // An unnamed file goes with its descriptor; a named one is removed.
+        if let Some(named) = self.named.take() {
+            let _ = fs::remove_file(named);
         }
     }
 }

@@ -66,6 +66,8 @@ pub enum Fault {
     ChangeEtag,
     /// Answer with a redirect to `to`.
     Redirect { to: String, status: u16 },
+    /// Serve normally: a placeholder in a script.
+    Pass,
 }
 
 /// One request as the origin saw it.
@@ -250,6 +252,11 @@ impl FaultyOrigin {
         self.shared.state().script.extend(faults);
     }
 
+    /// Drop what is left of the script.
+    pub fn clear_script(&self) {
+        self.shared.state().script.clear();
+    }
+
     /// For every request the script does not cover: with probability `p`
     /// apply one of `faults`, picked by a xorshift seeded with `seed`.
     pub fn set_rate(&self, p: f64, faults: Vec<Fault>, seed: u64) {
@@ -406,6 +413,9 @@ fn plan(shared: &Shared, req: &Request) -> Plan {
     let mut fault = None;
     if eligible {
         fault = st.script.pop_front().or_else(|| st.next_random());
+        if fault == Some(Fault::Pass) {
+            fault = None;
+        }
     }
     let path = files::target_path(&req.target)
         .unwrap_or(&req.target)

@@ -1,0 +1,174 @@
+//! The disk tier behind the memory cache (see `store` for the design).
+//!
+//! A worker that takes a job first asks the disk store for each of its
+//! pieces: a piece on disk is loaded (verified) and completed like a fetched
+//! one; a piece another process is fetching is waited for; the rest, the
+//! pieces this process claimed, are fetched in runs of consecutive pieces.
+//! Fetched pieces go to disk after their readers have been served, so the
+//! store costs a cold read one write off its critical path.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::buffers::PieceBuf;
+use super::{Piece, PieceKey, PieceProvider};
+use crate::store::{Claim, ClaimGuard, DiskStore, StoreKey, CLAIM_TIMEOUT};
+
+/// The store's name for a piece, when it can outlive the process. Plain
+/// objects' keys are per-process ids for now, so only torrent pieces
+/// (keyed by their SHA-1) are kept.
+pub fn store_key(key: &PieceKey) -> Option<StoreKey> {
+    match key {
+        PieceKey::Sha1(h) => Some(StoreKey::Torrent(*h)),
+        PieceKey::Object(..) => None,
+    }
+}
+
+/// What the disk tier made of a job's pieces.
+pub struct Settled {
+    /// Runs still to fetch from the sources.
+    pub runs: Vec<Range<u32>>,
+    /// Claims to release once each piece is saved (or failed).
+    pub claims: HashMap<u32, ClaimGuard>,
+    /// Pieces another process is fetching: wait for them with
+    /// [`wait_for_others`] *after* fetching our own runs (two processes
+    /// that each claimed part of a job would otherwise wait on each other).
+    pub theirs: Vec<(u32, StoreKey)>,
+}
+
+/// Resolve what the store can of `pieces`, calling `complete` for each
+/// piece it gives; return the runs left to fetch.
+pub fn settle(
+    store: &DiskStore,
+    provider: &Arc<dyn PieceProvider>,
+    pieces: Range<u32>,
+    complete: &mut dyn FnMut(u32, Piece),
+) -> Settled {
+    let mut runs: Vec<Range<u32>> = Vec::new();
+    let mut claims = HashMap::new();
+    let mut waits = Vec::new();
+    for piece in pieces {
+        let Some(key) = store_key(&provider.key(piece)) else {
+            push_piece(&mut runs, piece);
+            continue;
+        };
+        match store.claim(&key) {
+            Claim::Stored(data) => complete(piece, Arc::new(PieceBuf::from(data))),
+            Claim::Theirs => waits.push((piece, key)),
+            Claim::Mine(guard) => {
+                claims.insert(piece, guard);
+                push_piece(&mut runs, piece);
+            }
+        }
+    }
+    Settled {
+        runs,
+        claims,
+        theirs: waits,
+    }
+}
+
+/// Wait (bounded) for the pieces other processes fetch, completing each
+/// that lands; return the runs left for us to fetch after all.
+pub fn wait_for_others(
+    store: &DiskStore,
+    theirs: Vec<(u32, StoreKey)>,
+    complete: &mut dyn FnMut(u32, Piece),
+) -> Vec<Range<u32>> {
+    let deadline = Instant::now() + CLAIM_TIMEOUT;
+    let mut runs = Vec::new();
+    for (piece, key) in theirs {
+        match store.wait_for(&key, deadline) {
+            Some(data) => complete(piece, Arc::new(PieceBuf::from(data))),
+            None => push_piece(&mut runs, piece),
+        }
+    }
+    runs
+}
+
+fn push_piece(runs: &mut Vec<Range<u32>>, piece: u32) {
+    match runs.last_mut() {
+        Some(r) if r.end == piece => r.end += 1,
+        _ => runs.push(piece..piece + 1),
+    }
+}
+
+/// Saves fetched pieces to the store on a thread of its own, so a piece
+/// write (and its two flushes) never delays the download of the next piece
+/// or a reader. The queue is bounded in bytes: past the bound a save is
+/// skipped (counted), never waited for, so the store costs memory no more
+/// than the bound. The claim on a piece goes with its save: another process
+/// waiting for it finds the file once the marker is gone.
+pub struct Writer {
+    tx: std::sync::Mutex<Option<crossbeam_channel::Sender<Save>>>,
+    queued: Arc<std::sync::atomic::AtomicU64>,
+    limit: u64,
+    skipped: std::sync::atomic::AtomicU64,
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+struct Save {
+    key: StoreKey,
+    piece: Piece,
+    _claim: Option<ClaimGuard>,
+}
+
+impl Writer {
+    pub fn start(store: Arc<DiskStore>, limit: u64) -> Writer {
+        let (tx, rx) = crossbeam_channel::unbounded::<Save>();
+        let queued = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let q = Arc::clone(&queued);
+        let thread = std::thread::Builder::new()
+            .name("gtio-store".into())
+            .spawn(move || {
+                for save in rx {
+                    store.save(&save.key, &save.piece);
+                    q.fetch_sub(
+                        save.piece.len() as u64,
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
+                }
+            })
+            .ok();
+        Writer {
+            tx: std::sync::Mutex::new(thread.as_ref().map(|_| tx)),
+            queued,
+            limit,
+            skipped: std::sync::atomic::AtomicU64::new(0),
+            thread: std::sync::Mutex::new(thread),
+        }
+    }
+
+    pub fn save(&self, key: StoreKey, piece: Piece, claim: Option<ClaimGuard>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let len = piece.len() as u64;
+        if self.queued.load(Relaxed) + len > self.limit {
+            self.skipped.fetch_add(1, Relaxed);
+            return;
+        }
+        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = tx.as_ref() {
+            self.queued.fetch_add(len, Relaxed);
+            let _ = tx.send(Save {
+                key,
+                piece,
+                _claim: claim,
+            });
+        }
+    }
+
+    /// Saves skipped because the queue was full.
+    pub fn skipped(&self) -> u64 {
+        self.skipped.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Write what is queued, then stop.
+    pub fn finish(&self) {
+        drop(self.tx.lock().unwrap_or_else(|e| e.into_inner()).take());
+        if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = t.join();
+        }
+    }
+}
