@@ -90,13 +90,18 @@ pub fn body_fault(e: std::io::Error, bytes: &Range<u64>) -> Fault {
         K::TimedOut | K::WouldBlock => libc::ETIMEDOUT,
         _ => libc::EIO,
     };
+    // The client's own reason says what happened (a stall, a close after
+    // N bytes); only read_exact's bare EOF needs words.
+    let reason = match e.kind() {
+        K::UnexpectedEof => "the body ended early".to_string(),
+        _ => e.to_string(),
+    };
     Fault::transient(Error::new(
         errno,
         format!(
-            "reading bytes {}-{}: {} (connection stalled or closed early)",
+            "reading bytes {}-{}: {reason}",
             bytes.start,
             bytes.end.saturating_sub(1),
-            e
         ),
     ))
 }

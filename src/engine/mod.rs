@@ -366,7 +366,15 @@ impl Engine {
     /// aborted the process on the allocation). The open path refuses such
     /// datasets with the same rule; this keeps the engine safe on its own.
     fn check_piece_size(&self, provider: &Arc<dyn PieceProvider>) -> Result<(), Error> {
-        let r = provider.layout().piece_range(0);
+        self.check_fits(provider.layout())
+    }
+
+    /// Whether a dataset's pieces fit the cache (at most half of it): the
+    /// open path refuses a dataset that fails, so no read of it is ever
+    /// attempted. The largest real piece is the first one (the piece length,
+    /// or the whole stream when that is shorter).
+    pub fn check_fits(&self, layout: &crate::dataset::Layout) -> Result<(), Error> {
+        let r = layout.piece_range(0);
         let largest = r.end - r.start;
         let cache = self.config.cache_bytes;
         if largest <= cache / 2 {

@@ -98,6 +98,8 @@ impl Dataset {
             .creation_date
             .map(|s| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s));
         let provider = TorrentProvider::new(meta, origin, Arc::clone(rt.http()), cred, cred_host)?;
+        rt.engine()
+            .check_fits(crate::engine::PieceProvider::layout(&provider))?;
         let mut ds = Dataset::new(rt, Arc::new(provider));
         ds.name = name;
         ds.mtime = mtime;
