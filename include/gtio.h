@@ -28,6 +28,11 @@ typedef struct GTIO GTIO;
 typedef struct GTIO_Dir GTIO_Dir;
 
 /*
+ Where fetched bytes came from.
+ */
+typedef struct SourceKind SourceKind;
+
+/*
  An asynchronous read's callback. Must stay valid until its completion.
  */
 typedef struct gtio_usercb {
@@ -321,6 +326,28 @@ int32_t gtio_readdir(struct GTIO_Dir *dirp, struct GTIO_Dirent *ent, struct GTIO
  (`EBADF` for a cursor already closed or not from gtio).
  */
 int32_t gtio_closedir(struct GTIO_Dir *dirp, struct GTIO_Error *err);
+
+/*
+ Write a NUL-terminated JSON object of statistics into `buf` and return
+ its length without the NUL, or -1 with `*err`.
+
+ With `gtio` a handle, the object describes that dataset; with `gtio`
+ NULL, the whole process (every dataset opened so far, open or closed).
+ Keys: `cache_hits`, `cache_misses`, `bytes_delivered`, `bytes_fetched`
+ (an object by source kind: `http`, `webseed`, `peer`, `store`, `file`),
+ `bytes_redundant`, `bytes_hash_failed`, `requests`, `retries`, `errors`,
+ `downloads_failed`, `downloads_active`, `downloads` (live and recently
+ finished downloads with their `state`), `peers_connected`,
+ `cache_bytes_used` and `store_bytes_used` (process-wide: one cache serves
+ every dataset), and the latency histograms `first_byte_us` and `read_us`
+ (bucket upper bound in µs, `"+Inf"` for the rest → count).
+
+ Like `snprintf`: when `len` is too small for the object and its NUL,
+ nothing is written and the length needed (without the NUL) is returned;
+ `buf` may be NULL when `len` is 0, to ask for the length. `buf` must be
+ valid for `len` bytes otherwise. Never blocks; thread-safe.
+ */
+int64_t gtio_stats_json(struct GTIO *gtio, char *buf, size_t len, struct GTIO_Error *err);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -49,6 +49,7 @@ from ._dataset import (
     init,
     open,
     open_gto,
+    stats,
     version,
 )
 from ._lib import library_path
@@ -65,6 +66,7 @@ __all__ = [
     "library_path",
     "open",
     "open_gto",
+    "stats",
     "version",
     "__version__",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import io
+import json
 import operator
 import os
 from ctypes import POINTER, byref
@@ -15,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 from . import _aio
 from ._lib import GTIO_Error, GTIO_FileInfo, error_from, lib
 
-__all__ = ["Dataset", "FileInfo", "open", "open_gto", "DEFAULT_BUFFER_SIZE"]
+__all__ = ["Dataset", "FileInfo", "open", "open_gto", "stats", "DEFAULT_BUFFER_SIZE"]
 
 #: Buffer size of the readers :meth:`Dataset.open_file` returns.
 DEFAULT_BUFFER_SIZE = 256 * 1024
@@ -146,6 +147,12 @@ class Dataset:
     def __repr__(self) -> str:
         state = "closed" if self._h is None else f"size={self._size}"
         return f"<gtio.Dataset {self._name!r} {state}>"
+
+    def stats(self) -> Dict[str, Any]:
+        """This dataset's statistics (``gtio_stats_json``) as a dict: cache
+        hits and misses, bytes delivered and fetched by source kind, requests,
+        retries, errors, downloads, latency histograms..."""
+        return _stats_json(self._handle())
 
     # -- metadata ----------------------------------------------------------
 
@@ -400,6 +407,25 @@ def open_gto(data: Any, cred: Optional[StrOrBytes] = None) -> Dataset:
     if not h:
         raise error_from(err, "gtio_open_gto")
     return Dataset(h, "<metainfo>")
+
+
+def _stats_json(handle: Optional[int]) -> Dict[str, Any]:
+    err = GTIO_Error()
+    size = 1024
+    while True:
+        buf = ctypes.create_string_buffer(size)
+        n = lib.gtio_stats_json(handle, buf, size, byref(err))
+        if n < 0:
+            raise error_from(err, "gtio_stats_json")
+        if n < size:
+            return json.loads(buf.value.decode("utf-8"))
+        size = n + 1  # grew (or was too small): snprintf-style retry
+
+
+def stats() -> Dict[str, Any]:
+    """Process-wide statistics (every dataset opened so far, open or
+    closed), as :meth:`Dataset.stats` gives them for one dataset."""
+    return _stats_json(None)
 
 
 def version() -> str:

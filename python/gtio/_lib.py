@@ -157,6 +157,7 @@ _PROTOTYPES = {
     "gtio_poll": (c_int32, [POINTER(gtio_usercomp_t), c_int32]),
     "gtio_poll_fd": (c_int32, []),
     "gtio_cancel": (c_int32, [_H, POINTER(gtio_usercb_t), _ERR]),
+    "gtio_stats_json": (c_int64, [_H, c_void_p, c_size_t, _ERR]),
 }
 
 

@@ -21,14 +21,15 @@ pub mod keys;
 pub mod readahead;
 pub mod request;
 pub mod scheduler;
+pub mod stats;
 pub mod units;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::dataset::{Layout, PieceSlice};
 use crate::source::Fault;
@@ -36,6 +37,7 @@ use crate::{Config, Error};
 use cache::{MemoryLru, PieceStore};
 use request::ReadRequest;
 use scheduler::{Job, Scheduler};
+use stats::{DownloadInfo, Gauges, StatSet};
 
 /// A verified piece, shared by the cache and its readers.
 pub type Piece = Arc<buffers::PieceBuf>;
@@ -115,6 +117,8 @@ struct Flight {
 struct FlightWaiter {
     waiter: Waiter,
     provider: Arc<dyn PieceProvider>,
+    /// The waiting dataset's counters (for a reroute).
+    stats: Arc<StatSet>,
     piece: u32,
     /// Already sent back once after another dataset's failure.
     rerouted: bool,
@@ -135,6 +139,30 @@ pub enum DownloadState {
     Failed,
     Cancelled,
 }
+
+impl DownloadState {
+    pub fn name(self) -> &'static str {
+        match self {
+            DownloadState::Queued => "queued",
+            DownloadState::InProgress => "in_progress",
+            DownloadState::Completed => "completed",
+            DownloadState::Failed => "failed",
+            DownloadState::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// A download in the state table: its state, the counters it belongs to
+/// (by id, to list one dataset's downloads) and its pieces.
+struct DownloadEntry {
+    state: DownloadState,
+    owner: u64,
+    pieces: Range<u32>,
+}
+
+/// Finished downloads stay listed (as completed, failed or cancelled) among
+/// the last this many, so a short one is seen at all.
+const RECENT_DOWNLOADS: usize = 32;
 
 /// Counters for tests, benchmarks and diagnostics.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -158,7 +186,6 @@ struct Counters {
     pieces_fetched: AtomicU64,
     bytes_fetched: AtomicU64,
     retries: AtomicU64,
-    cache_hits: AtomicU64,
 }
 
 pub struct Engine {
@@ -166,12 +193,19 @@ pub struct Engine {
     cache: Box<dyn PieceStore>,
     flights: Mutex<HashMap<PieceKey, Flight>>,
     scheduler: Scheduler,
-    states: Mutex<HashMap<u64, DownloadState>>,
+    states: Mutex<Downloads>,
     next_job: AtomicU64,
     readahead_in_flight: AtomicU64,
     counters: Counters,
     shut_down: AtomicBool,
     workers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Live downloads and the last few finished ones.
+#[derive(Default)]
+struct Downloads {
+    live: HashMap<u64, DownloadEntry>,
+    recent: VecDeque<(u64, DownloadEntry)>,
 }
 
 impl Engine {
@@ -180,7 +214,7 @@ impl Engine {
             cache: Box::new(MemoryLru::new(config.cache_bytes)),
             flights: Mutex::new(HashMap::new()),
             scheduler: Scheduler::new(config.workers as usize),
-            states: Mutex::new(HashMap::new()),
+            states: Mutex::new(Downloads::default()),
             next_job: AtomicU64::new(1),
             readahead_in_flight: AtomicU64::new(0),
             counters: Counters::default(),
@@ -212,22 +246,22 @@ impl Engine {
         self.shut_down.load(Ordering::Acquire)
     }
 
-    /// The cached piece, counting a hit.
+    /// The cached piece, if any. Not counted here: the reader counts its
+    /// hits once per read, into its own dataset's [`StatSet`].
+    #[inline]
     pub fn cached(&self, key: &PieceKey) -> Option<Piece> {
-        let p = self.cache.get(key);
-        if p.is_some() {
-            self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
-        }
-        p
+        self.cache.get(key)
     }
 
     /// Ask for pieces on behalf of waiters (demand reads). Pieces already
     /// cached are delivered at once, on this thread; pieces in flight get
     /// the waiter added (and their job promoted when `urgent`); the rest are
-    /// fetched in runs of consecutive pieces.
+    /// fetched in runs of consecutive pieces. Each want counts as a hit or a
+    /// miss in `stats`.
     pub fn request(
         &self,
         provider: &Arc<dyn PieceProvider>,
+        stats: &Arc<StatSet>,
         wants: Vec<(u32, Waiter)>,
         urgent: bool,
     ) -> Result<(), Error> {
@@ -236,18 +270,21 @@ impl Engine {
             .map(|(piece, waiter)| FlightWaiter {
                 waiter,
                 provider: Arc::clone(provider),
+                stats: Arc::clone(stats),
                 piece,
                 rerouted: false,
             })
             .collect();
-        self.request_waiters(provider, wants, urgent)
+        self.request_waiters(provider, stats, wants, urgent, true)
     }
 
     fn request_waiters(
         &self,
         provider: &Arc<dyn PieceProvider>,
+        stats: &Arc<StatSet>,
         wants: Vec<FlightWaiter>,
         urgent: bool,
+        count: bool,
     ) -> Result<(), Error> {
         if self.is_shut_down() {
             return Err(shut_down_error());
@@ -256,6 +293,7 @@ impl Engine {
         let mut ready = Vec::new();
         let mut missing: Vec<(u32, u64)> = Vec::new();
         let mut promote = Vec::new();
+        let mut misses = 0u64;
         {
             let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
             for waiter in wants {
@@ -263,6 +301,7 @@ impl Engine {
                 let key = provider.key(piece);
                 if let Some(f) = flights.get_mut(&key) {
                     f.waiters.push(waiter);
+                    misses += 1;
                     if urgent {
                         promote.push(f.job);
                     }
@@ -274,6 +313,7 @@ impl Engine {
                     ready.push((waiter.waiter, p));
                     continue;
                 }
+                misses += 1;
                 let job = self.job_for(&mut missing, piece, provider.max_run());
                 flights.insert(
                     key,
@@ -284,7 +324,10 @@ impl Engine {
                     },
                 );
             }
-            self.enqueue_runs(provider, &missing, urgent, false);
+            self.enqueue_runs(provider, stats, &missing, urgent, false);
+        }
+        if count {
+            stats.lookups(ready.len() as u64, misses);
         }
         for id in promote {
             self.scheduler.promote(id);
@@ -301,6 +344,7 @@ impl Engine {
     pub fn prefetch(
         &self,
         provider: &Arc<dyn PieceProvider>,
+        stats: &Arc<StatSet>,
         range: Range<u64>,
         readahead: bool,
     ) -> bool {
@@ -334,7 +378,7 @@ impl Engine {
                 },
             );
         }
-        self.enqueue_runs(provider, &missing, false, readahead);
+        self.enqueue_runs(provider, stats, &missing, false, readahead);
         true
     }
 
@@ -376,6 +420,7 @@ impl Engine {
     fn enqueue_runs(
         &self,
         provider: &Arc<dyn PieceProvider>,
+        stats: &Arc<StatSet>,
         missing: &[(u32, u64)],
         urgent: bool,
         readahead: bool,
@@ -398,10 +443,22 @@ impl Engine {
             };
             self.readahead_in_flight
                 .fetch_add(readahead_bytes, Ordering::Relaxed);
-            self.set_state(job, DownloadState::Queued);
+            self.states
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .live
+                .insert(
+                    job,
+                    DownloadEntry {
+                        state: DownloadState::Queued,
+                        owner: stats_owner(stats),
+                        pieces: pieces.clone(),
+                    },
+                );
             self.scheduler.push(Job {
                 id: job,
                 provider: Arc::clone(provider),
+                stats: Arc::clone(stats),
                 pieces,
                 urgent,
                 readahead_bytes,
@@ -413,48 +470,65 @@ impl Engine {
         while let Some(job) = self.scheduler.next() {
             self.set_state(job.id, DownloadState::InProgress);
             self.counters.jobs_started.fetch_add(1, Ordering::Relaxed);
-            let outcome = self.run_job(&job);
+            let (outcome, doomed) = self.run_job(&job);
             self.readahead_in_flight
                 .fetch_sub(job.readahead_bytes, Ordering::Relaxed);
             self.scheduler.done(&job);
-            let (state, counter) = match outcome {
-                DownloadState::Completed => (outcome, &self.counters.jobs_completed),
-                DownloadState::Cancelled => (outcome, &self.counters.jobs_cancelled),
-                _ => (DownloadState::Failed, &self.counters.jobs_failed),
+            let counter = match outcome {
+                DownloadState::Completed => &self.counters.jobs_completed,
+                DownloadState::Cancelled => &self.counters.jobs_cancelled,
+                _ => {
+                    job.stats.downloads_failed.fetch_add(1, Ordering::Relaxed);
+                    &self.counters.jobs_failed
+                }
             };
             counter.fetch_add(1, Ordering::Relaxed);
-            self.finish_state(job.id, state);
+            self.finish_state(job.id, outcome);
+            // Readers learn of a failure only now, so that what they see in
+            // the statistics already shows the failed download.
+            if let Some((pieces, e)) = doomed {
+                self.fail_pieces(&job.provider, pieces, &e);
+            }
         }
     }
 
-    /// Fetch a job's pieces with retries; every piece of the job ends with
-    /// its flight completed (piece or error).
-    fn run_job(&self, job: &Job) -> DownloadState {
+    /// Fetch a job's pieces with retries. Returns how it ended and, unless
+    /// it completed, the pieces still to fail with their error.
+    fn run_job(&self, job: &Job) -> (DownloadState, Option<(Range<u32>, Error)>) {
         let provider = &job.provider;
+        let stats = &job.stats;
+        let kind = stats.kind();
         let mut next = job.pieces.start;
         let mut attempt: u32 = 0;
         loop {
             if self.is_shut_down() {
-                self.fail_pieces(provider, next..job.pieces.end, &shut_down_error());
-                return DownloadState::Cancelled;
+                let rest = (next..job.pieces.end, shut_down_error());
+                return (DownloadState::Cancelled, Some(rest));
             }
             let before = next;
+            stats.requests.fetch_add(1, Ordering::Relaxed);
+            let started = Instant::now();
+            let mut first_byte = true;
             let result = provider.fetch(next..job.pieces.end, &mut |piece, data| {
+                if first_byte {
+                    first_byte = false;
+                    stats.first_byte_us.record(started.elapsed());
+                }
                 if let Ok(d) = &data {
                     self.counters.pieces_fetched.fetch_add(1, Ordering::Relaxed);
                     self.counters
                         .bytes_fetched
                         .fetch_add(d.len() as u64, Ordering::Relaxed);
+                    stats.fetched(kind, d.len() as u64);
                 }
                 self.complete(&provider.key(piece), data);
                 next = next.max(piece + 1);
             });
             match result {
-                Ok(()) if next >= job.pieces.end => return DownloadState::Completed,
+                Ok(()) if next >= job.pieces.end => return (DownloadState::Completed, None),
                 Ok(()) => {
                     let e = Error::io("source returned fewer pieces than asked for");
-                    self.fail_pieces(provider, next..job.pieces.end, &e);
-                    return DownloadState::Failed;
+                    return (DownloadState::Failed, Some((next..job.pieces.end, e)));
                 }
                 Err(fault) => {
                     if next > before {
@@ -462,10 +536,11 @@ impl Engine {
                         attempt = 0;
                     }
                     if !fault.transient || attempt >= self.config.retries {
-                        self.fail_pieces(provider, next..job.pieces.end, &fault.error);
-                        return DownloadState::Failed;
+                        let rest = (next..job.pieces.end, fault.error);
+                        return (DownloadState::Failed, Some(rest));
                     }
                     self.counters.retries.fetch_add(1, Ordering::Relaxed);
+                    stats.retries.fetch_add(1, Ordering::Relaxed);
                     std::thread::sleep(backoff(attempt, fault.retry_after));
                     attempt += 1;
                 }
@@ -494,13 +569,15 @@ impl Engine {
             let foreign = !same_provider(&w.provider, &flight.provider);
             if result.is_err() && foreign && !w.rerouted {
                 let provider = Arc::clone(&w.provider);
+                let stats = Arc::clone(&w.stats);
                 let retry = FlightWaiter {
                     rerouted: true,
                     ..w
                 };
                 // On failure (shut down) the waiter was dropped inside,
-                // which fails its read.
-                let _ = self.request_waiters(&provider, vec![retry], true);
+                // which fails its read. Not counted again: the read's
+                // miss was counted when it first asked.
+                let _ = self.request_waiters(&provider, &stats, vec![retry], true, false);
             } else {
                 w.waiter.deliver(&result);
             }
@@ -508,19 +585,23 @@ impl Engine {
     }
 
     fn set_state(&self, job: u64, state: DownloadState) {
-        self.states
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(job, state);
+        let mut st = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = st.live.get_mut(&job) {
+            e.state = state;
+        }
     }
 
-    /// Finished jobs leave the table: only live downloads are listed, and the
-    /// table cannot grow with the number of downloads ever made.
-    fn finish_state(&self, job: u64, _state: DownloadState) {
-        self.states
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&job);
+    /// Finished jobs leave the live table (so it cannot grow with the number
+    /// of downloads ever made) for a short list of recent ones.
+    fn finish_state(&self, job: u64, state: DownloadState) {
+        let mut st = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(mut e) = st.live.remove(&job) {
+            e.state = state;
+            if st.recent.len() >= RECENT_DOWNLOADS {
+                st.recent.pop_front();
+            }
+            st.recent.push_back((job, e));
+        }
     }
 
     /// The downloads queued or running now.
@@ -529,11 +610,43 @@ impl Engine {
             .states
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .live
             .iter()
-            .map(|(k, v)| (*k, *v))
+            .map(|(k, e)| (*k, e.state))
             .collect();
         v.sort_unstable_by_key(|(k, _)| *k);
         v
+    }
+
+    /// Downloads live and recently finished, of one dataset (by its
+    /// counters) or of all: what the statistics list.
+    pub fn download_infos(&self, of: Option<&Arc<StatSet>>) -> Vec<DownloadInfo> {
+        let owner = of.map(stats_owner);
+        let st = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<DownloadInfo> = st
+            .recent
+            .iter()
+            .map(|(k, e)| (k, e))
+            .chain(st.live.iter())
+            .filter(|(_, e)| owner.is_none_or(|o| o == e.owner))
+            .map(|(k, e)| DownloadInfo {
+                id: *k,
+                state: e.state,
+                pieces: e.pieces.clone(),
+            })
+            .collect();
+        v.sort_unstable_by_key(|d| d.id);
+        v
+    }
+
+    /// The gauges of the statistics for one dataset or the process.
+    pub fn gauges(&self, of: Option<&Arc<StatSet>>) -> Gauges {
+        Gauges {
+            downloads: self.download_infos(of),
+            peers_connected: 0,
+            cache_bytes_used: self.cache.bytes(),
+            store_bytes_used: 0,
+        }
     }
 
     pub fn stats(&self) -> Stats {
@@ -547,7 +660,7 @@ impl Engine {
             pieces_fetched: l(&c.pieces_fetched),
             bytes_fetched: l(&c.bytes_fetched),
             retries: l(&c.retries),
-            cache_hits: l(&c.cache_hits),
+            cache_hits: stats::process_wide().cache_hits,
         }
     }
 
@@ -580,6 +693,11 @@ impl Engine {
         }
         self.cache.clear();
     }
+}
+
+/// Identifies a dataset's counters in the download table.
+fn stats_owner(stats: &Arc<StatSet>) -> u64 {
+    stats.id()
 }
 
 fn shut_down_error() -> Error {

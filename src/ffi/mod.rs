@@ -27,6 +27,7 @@ mod fork;
 mod io;
 mod library;
 mod listing;
+mod stats;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -44,6 +45,7 @@ pub use listing::{
     gtio_closedir, gtio_free_file_list, gtio_get_file_list, gtio_open_gto, gtio_opendir,
     gtio_readdir,
 };
+pub use stats::gtio_stats_json;
 
 /// Run an export's body: catch panics, report errors through `err`.
 pub(crate) fn guard<T>(

@@ -12,11 +12,13 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use crate::completion::{self, Completion};
 use crate::dataset::{FileEntry, PieceSlice};
 use crate::engine::readahead::Readahead;
-use crate::engine::request::{BorrowedBuf, PendingTable, ReadRequest, ReadTarget};
+use crate::engine::request::{BorrowedBuf, Meter, PendingTable, ReadRequest, ReadTarget};
+use crate::engine::stats::{self, SourceKind, StatSet, TIMED_READ_BYTES};
 use crate::engine::{PieceProvider, Waiter};
 use crate::runtime::Runtime;
 use crate::{Error, Result};
@@ -42,6 +44,8 @@ pub struct Dataset {
     position: Mutex<u64>,
     readahead: Mutex<Readahead>,
     pending: PendingTable,
+    /// This dataset's counters (`gtio_stats_json`).
+    stats: Arc<StatSet>,
     closed: AtomicBool,
     /// The torrent's name, or the URI's last path segment (set by `open`).
     name: String,
@@ -57,7 +61,11 @@ impl std::fmt::Debug for Dataset {
 }
 
 impl Dataset {
-    pub(crate) fn new(runtime: Arc<Runtime>, provider: Arc<dyn PieceProvider>) -> Dataset {
+    pub(crate) fn new(
+        runtime: Arc<Runtime>,
+        provider: Arc<dyn PieceProvider>,
+        kind: SourceKind,
+    ) -> Dataset {
         let readahead = Readahead::new(runtime.config().readahead_max_bytes);
         let name = provider
             .layout()
@@ -74,6 +82,7 @@ impl Dataset {
             position: Mutex::new(0),
             readahead: Mutex::new(readahead),
             pending: Arc::new(Mutex::new(HashMap::new())),
+            stats: StatSet::new(kind),
             closed: AtomicBool::new(false),
             name,
         }
@@ -116,24 +125,43 @@ impl Dataset {
     /// `buf` as the pieces arrive, while this thread waits.
     pub fn pread(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
         self.check_open()?;
+        let result = self.pread_inner(buf, offset);
+        if let Err(e) = &result {
+            self.stats.read_failed(e.errno());
+        }
+        result
+    }
+
+    fn pread_inner(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
         let layout = self.reads.layout();
         let range = layout.clip(offset, buf.len() as u64);
         if range.is_empty() {
             return Ok(0);
         }
         let len = (range.end - range.start) as usize;
+        // Small hits are not timed (see `engine::stats`).
+        let mut started = (len >= TIMED_READ_BYTES).then(Instant::now);
         let engine = self.runtime.engine();
         let mut misses: Vec<PieceSlice> = Vec::new();
+        let mut hits = 0u64;
         for slice in layout.slices(&range) {
             match engine.cached(&self.reads.key(slice.piece)) {
-                Some(piece) => copy_slice(buf, &slice, &piece),
+                Some(piece) => {
+                    copy_slice(buf, &slice, &piece);
+                    hits += 1;
+                }
                 None => misses.push(slice),
             }
         }
         if misses.is_empty() {
+            self.stats.lookups(hits, 0);
+            self.stats
+                .delivered(len as u64, started.map(|t| t.elapsed()));
             self.read_ahead(&range);
             return Ok(len);
         }
+        self.stats.lookups(hits, 0);
+        let started = *started.get_or_insert_with(Instant::now);
         // SAFETY: `buf` is borrowed for this whole call, and the call
         // returns only once `req` is finished (waited for, or cancelled),
         // after which no worker writes through the target.
@@ -143,12 +171,14 @@ impl Dataset {
             .into_iter()
             .map(|slice| (slice.piece, Waiter::new(Arc::clone(&req), slice)))
             .collect();
-        if let Err(e) = engine.request(&self.reads, wants, true) {
+        if let Err(e) = engine.request(&self.reads, &self.stats, wants, true) {
             req.cancel();
             return Err(e);
         }
         self.read_ahead(&range);
-        req.wait()
+        let n = req.wait()?;
+        self.stats.delivered(n as u64, Some(started.elapsed()));
+        Ok(n)
     }
 
     /// Read at the handle's offset and advance it.
@@ -216,6 +246,10 @@ impl Dataset {
             target,
             Arc::clone(&ring),
             Arc::clone(&self.pending),
+            Some(Meter {
+                stats: Arc::clone(&self.stats),
+                started: Instant::now(),
+            }),
         );
         {
             // Checked under the table lock, so `close` either sees this
@@ -243,7 +277,7 @@ impl Dataset {
         if let Err(e) = self
             .runtime
             .engine()
-            .request(&self.reads, wants, !background)
+            .request(&self.reads, &self.stats, wants, !background)
         {
             // Nothing was queued: take the request back silently.
             self.pending
@@ -285,7 +319,9 @@ impl Dataset {
         let half_cache = self.runtime.config().cache_bytes / 2;
         let range = self.reads.layout().clip(offset, len.min(half_cache));
         if !range.is_empty() {
-            self.runtime.engine().prefetch(&self.reads, range, false);
+            self.runtime
+                .engine()
+                .prefetch(&self.reads, &self.stats, range, false);
         }
         Ok(())
     }
@@ -315,6 +351,17 @@ impl Dataset {
         self.runtime.engine().stats()
     }
 
+    /// This dataset's counters now.
+    pub fn stats(&self) -> stats::Snapshot {
+        self.stats.snapshot()
+    }
+
+    /// This dataset's statistics as `gtio_stats_json` gives them.
+    pub fn stats_json(&self) -> String {
+        let gauges = self.runtime.engine().gauges(Some(&self.stats));
+        stats::to_json(&self.stats.snapshot(), &gauges)
+    }
+
     fn read_ahead(&self, range: &Range<u64>) {
         let window = self
             .readahead
@@ -322,7 +369,11 @@ impl Dataset {
             .unwrap_or_else(|e| e.into_inner())
             .on_read(range);
         if let Some(w) = window {
-            if !self.runtime.engine().prefetch(&self.reads, w.clone(), true) {
+            if !self
+                .runtime
+                .engine()
+                .prefetch(&self.reads, &self.stats, w.clone(), true)
+            {
                 self.readahead
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())

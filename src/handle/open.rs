@@ -14,6 +14,7 @@ use super::Dataset;
 use crate::dataset::metainfo::{self, MAX_METAINFO_BYTES};
 use crate::dataset::object::{uri_basename, ObjectProvider};
 use crate::dataset::torrent::{Origin, TorrentProvider};
+use crate::engine::stats::SourceKind;
 use crate::error::redact_url;
 use crate::runtime;
 use crate::source::file::{path_of_file_uri, FileObject};
@@ -47,7 +48,7 @@ impl Dataset {
                     return Dataset::from_metainfo(&bytes, Origin::Local, secret, None);
                 }
                 let obj = FileObject::open(uri)?;
-                Dataset::from_object(Box::new(obj), uri, block)
+                Dataset::from_object(Box::new(obj), uri, block, SourceKind::File)
             }
             "http" | "https" => {
                 if named_torrent {
@@ -57,7 +58,7 @@ impl Dataset {
                 if obj.is_torrent() {
                     return Dataset::open_remote_torrent(uri, secret);
                 }
-                Dataset::from_object(Box::new(obj), uri, block)
+                Dataset::from_object(Box::new(obj), uri, block, SourceKind::Http)
             }
             other => Err(Error::invalid(format!(
                 "unsupported URI scheme {other:?}: use http://, https:// or file://"
@@ -71,11 +72,16 @@ impl Dataset {
         Dataset::from_metainfo(metainfo, Origin::Local, cred.map(Secret::new), None)
     }
 
-    fn from_object(source: Box<dyn RangeSource>, uri: &str, block: u32) -> Result<Dataset> {
+    fn from_object(
+        source: Box<dyn RangeSource>,
+        uri: &str,
+        block: u32,
+        kind: SourceKind,
+    ) -> Result<Dataset> {
         let rt = runtime::get()?;
         let name = uri_basename(uri);
         let provider = ObjectProvider::new(source, name.clone(), block)?;
-        let mut ds = Dataset::new(rt, Arc::new(provider));
+        let mut ds = Dataset::new(rt, Arc::new(provider), kind);
         ds.name = name;
         Ok(ds)
     }
@@ -90,7 +96,7 @@ impl Dataset {
         let meta = metainfo::parse(bytes)?;
         let name = meta.name.clone();
         let provider = TorrentProvider::new(meta, origin, Arc::clone(rt.http()), cred, cred_host)?;
-        let mut ds = Dataset::new(rt, Arc::new(provider));
+        let mut ds = Dataset::new(rt, Arc::new(provider), SourceKind::Webseed);
         ds.name = name;
         Ok(ds)
     }

@@ -1,0 +1,62 @@
+"""Statistics from Python: ``ds.stats()`` and ``gtio.stats()`` give the
+counts of ``gtio_stats_json`` as dicts, checked against the reads made."""
+
+from __future__ import annotations
+
+import pytest
+
+import gtio
+
+KEYS = {
+    "cache_hits",
+    "cache_misses",
+    "bytes_delivered",
+    "bytes_fetched",
+    "bytes_redundant",
+    "bytes_hash_failed",
+    "requests",
+    "retries",
+    "errors",
+    "downloads_active",
+    "peers_connected",
+    "cache_bytes_used",
+    "store_bytes_used",
+    "first_byte_us",
+    "read_us",
+}
+
+
+def test_dataset_stats_count_its_reads(server, blob) -> None:
+    before = gtio.stats()
+    ds = gtio.open(server.url("blob.bin"))
+    # An offset no other test reads first, so the piece is cold.
+    off = 2 * 1024 * 1024 + 4096
+    assert ds.pread(1000, off) == blob[off : off + 1000]
+    assert ds.pread(1000, off) == blob[off : off + 1000]
+    s = ds.stats()
+    assert KEYS <= set(s), set(s) ^ KEYS
+    assert (s["cache_hits"], s["cache_misses"]) == (1, 1), s
+    assert s["bytes_delivered"] == 2000
+    assert s["bytes_fetched"]["http"] >= 1000
+    assert s["bytes_fetched"]["webseed"] == 0
+    assert s["requests"] >= 1
+    assert sum(s["read_us"].values()) == 2
+    assert "+Inf" in s["read_us"]
+    ds.close()
+    with pytest.raises(ValueError):
+        ds.stats()
+    # The process keeps what the closed dataset counted.
+    after = gtio.stats()
+    assert after["bytes_delivered"] - before["bytes_delivered"] == 2000
+    assert after["cache_hits"] - before["cache_hits"] >= 1
+
+
+def test_torrent_bytes_come_from_web_seeds(server) -> None:
+    with gtio.open(server.url("tdir.torrent")) as ds:
+        with ds.open_file("a.bin") as f:
+            assert f.read() == server.torrent_files["a.bin"]
+        s = ds.stats()
+        assert s["bytes_fetched"]["webseed"] >= 100_000, s
+        assert s["bytes_fetched"]["http"] == 0
+        assert s["bytes_delivered"] == 100_000
+        assert s["bytes_hash_failed"] == 0
