@@ -254,18 +254,47 @@ int64_t gtio_size(struct GTIO *gtio, struct GTIO_Error *err);
 int32_t gtio_prefetch(struct GTIO *gtio, uint64_t offset, uint64_t length, struct GTIO_Error *err);
 
 /*
- Fill `*cfg` with the defaults. NULL `cfg` does nothing. Thread-safe;
- never blocks.
+ Fill `*cfg` with the defaults, as the environment (`GTIO_CACHE_BYTES`,
+ ...) and `gtio_set_setting` adjust them; `ca_bundle` is left NULL (the
+ environment's `GTIO_CA_BUNDLE` still applies unless the caller sets it).
+ NULL `cfg` does nothing. Thread-safe; never blocks.
  */
 void gtio_config_default(struct GTIO_Config *cfg);
 
 /*
- Start the library with `cfg` (NULL: defaults). Optional: the first call
- of any other function starts it with defaults. Call it before any other
+ Start the library with `cfg` (NULL: defaults). A zero field (NULL
+ `ca_bundle`) takes the setting's value from `gtio_set_setting`, else its
+ environment variable, else the default; a nonzero field wins. For
+ `readahead_max_bytes` and `retries` 0 is a value (none), so they are
+ taken as given: start from `gtio_config_default`, which fills every
+ field from the environment. Optional:
+ the first call of any other function starts the library the same way
+ with no fields given. Call it before any other
  gtio function; once running, it fails with `EBUSY` (call `gtio_lib_fini`
  first). `cfg` and its strings are copied. Returns 0, or -1 with `*err`.
  */
 int32_t gtio_lib_init(const struct GTIO_Config *cfg, struct GTIO_Error *err);
+
+/*
+ Set a setting by name — for every setting of DESIGN.md's table, also
+ those with no `GTIO_Config` field: `cache_bytes`, `block_size`,
+ `workers`, `max_conns_per_host`, `retries`, `timeout_ms`,
+ `readahead_max_bytes`, `ca_bundle`, `cred`, `cache_dir`,
+ `cache_dir_bytes`, `peers`, `max_peers`. `value` is the text the
+ setting's environment variable would hold (decimal integers, a path, a
+ token); NULL returns the setting to its default, ignoring the
+ environment. A value set here beats the environment; a nonzero
+ `GTIO_Config` field beats both.
+
+ Settings that size the library take effect when it starts: set them
+ before any other gtio call (or after `gtio_lib_fini`); while it runs
+ they are `EBUSY`. `cred`, the credential an open uses when it is given
+ none, applies to later opens at once. `cache_dir` (other than empty) and
+ `peers=1` are `ENOTSUP` in this version. Unknown names and bad values
+ are `EINVAL`. Both strings are copied. Returns 0, or -1 with `*err`.
+ Thread-safe; never blocks.
+ */
+int32_t gtio_set_setting(const char *name, const char *value, struct GTIO_Error *err);
 
 /*
  Stop the library: every open handle is closed (its pending reads

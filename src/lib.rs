@@ -18,6 +18,7 @@ pub mod fork_safe;
 pub mod handle;
 pub mod runtime;
 pub mod serve;
+pub mod settings;
 pub mod source;
 pub mod tools;
 

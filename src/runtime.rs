@@ -140,18 +140,31 @@ pub fn init(config: Config) -> Result<()> {
              or gtio_lib_fini first",
         ));
     }
+    // The settings without a Config field still come from the environment.
+    let (_, extra) = crate::settings::resolved()?;
     *slot = Some(Arc::new(Runtime::start(config)?));
+    crate::settings::started(extra);
     Ok(())
 }
 
-/// The running runtime, started with the default config if none runs.
+/// Whether a runtime runs in this process now.
+pub fn is_running() -> bool {
+    let mut slot = lock();
+    forget_if_inherited(&mut slot);
+    slot.is_some()
+}
+
+/// The running runtime, started if none runs with the defaults as the
+/// environment and `settings::set` adjust them.
 pub fn get() -> Result<Arc<Runtime>> {
     let mut slot = lock();
     forget_if_inherited(&mut slot);
     if let Some(rt) = slot.as_ref() {
         return Ok(Arc::clone(rt));
     }
-    let rt = Arc::new(Runtime::start(Config::default())?);
+    let (config, extra) = crate::settings::resolved()?;
+    let rt = Arc::new(Runtime::start(config)?);
+    crate::settings::started(extra);
     *slot = Some(Arc::clone(&rt));
     Ok(rt)
 }

@@ -49,6 +49,7 @@ from ._dataset import (
     init,
     open,
     open_gto,
+    set_setting,
     stats,
     version,
 )
@@ -66,6 +67,7 @@ __all__ = [
     "library_path",
     "open",
     "open_gto",
+    "set_setting",
     "stats",
     "version",
     "__version__",

@@ -16,7 +16,15 @@ from urllib.parse import urlsplit, urlunsplit
 from . import _aio
 from ._lib import GTIO_Error, GTIO_FileInfo, error_from, lib
 
-__all__ = ["Dataset", "FileInfo", "open", "open_gto", "stats", "DEFAULT_BUFFER_SIZE"]
+__all__ = [
+    "Dataset",
+    "FileInfo",
+    "open",
+    "open_gto",
+    "set_setting",
+    "stats",
+    "DEFAULT_BUFFER_SIZE",
+]
 
 #: Buffer size of the readers :meth:`Dataset.open_file` returns.
 DEFAULT_BUFFER_SIZE = 256 * 1024
@@ -426,6 +434,28 @@ def stats() -> Dict[str, Any]:
     """Process-wide statistics (every dataset opened so far, open or
     closed), as :meth:`Dataset.stats` gives them for one dataset."""
     return _stats_json(None)
+
+
+def set_setting(name: str, value: Union[None, int, str, bytes, "os.PathLike[str]"]) -> None:
+    """Set a library setting by name (``gtio_set_setting``): any setting of
+    the design's table, e.g. ``cache_bytes``, ``block_size``, ``cred``,
+    ``max_peers``. ``value`` is what its ``GTIO_*`` environment variable
+    would hold (an int is written in decimal); ``None`` returns it to the
+    default. A value set here beats the environment; :func:`init` keywords
+    beat both. Sizing settings must be set before the library starts
+    (``OSError`` ``EBUSY`` after); ``cred`` applies to later opens at once.
+    ``cache_dir`` and ``peers=1`` raise ``OSError`` ``ENOTSUP`` in this
+    version."""
+    c_name = _c_string(name, "name")
+    if value is None:
+        c_value = None
+    elif isinstance(value, int) and not isinstance(value, bool):
+        c_value = str(value).encode()
+    else:
+        c_value = _c_string(value, "value")
+    err = GTIO_Error()
+    if lib.gtio_set_setting(c_name, c_value, byref(err)) != 0:
+        raise error_from(err, "gtio_set_setting")
 
 
 def version() -> str:

@@ -158,6 +158,7 @@ _PROTOTYPES = {
     "gtio_poll_fd": (c_int32, []),
     "gtio_cancel": (c_int32, [_H, POINTER(gtio_usercb_t), _ERR]),
     "gtio_stats_json": (c_int64, [_H, c_void_p, c_size_t, _ERR]),
+    "gtio_set_setting": (c_int32, [c_char_p, c_char_p, _ERR]),
 }
 
 

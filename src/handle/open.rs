@@ -25,11 +25,12 @@ use crate::{Error, Result};
 impl Dataset {
     /// Open a dataset by URI (`http://`, `https://`, `file://`): a torrent
     /// when the path ends in `.torrent` or the server says
-    /// `application/x-bittorrent`, else a plain object. `cred` is sent as
+    /// `application/x-bittorrent`, else a plain object. `cred` (else the
+    /// `cred` setting, `GTIO_CRED`) is sent as
     /// `Authorization` to the URI's host only.
     pub fn open(uri: &str, cred: Option<&str>) -> Result<Dataset> {
         let rt = runtime::get()?;
-        let secret = cred.map(Secret::new);
+        let secret = cred.map(Secret::new).or_else(default_cred);
         let scheme = uri
             .split_once("://")
             .map(|(s, _)| s.to_ascii_lowercase())
@@ -69,7 +70,9 @@ impl Dataset {
     /// Open a torrent from its metainfo bytes (copied: the caller may free
     /// the buffer at once). `cred` goes to every web seed it names.
     pub fn open_gto(metainfo: &[u8], cred: Option<&str>) -> Result<Dataset> {
-        Dataset::from_metainfo(metainfo, Origin::Local, cred.map(Secret::new), None)
+        runtime::get()?;
+        let cred = cred.map(Secret::new).or_else(default_cred);
+        Dataset::from_metainfo(metainfo, Origin::Local, cred, None)
     }
 
     fn from_object(
@@ -132,6 +135,12 @@ impl Dataset {
         Dataset::from_metainfo(&bytes, Origin::Remote, cred, Some(&host))
             .map_err(|e| e.context(format!("torrent {}", redact_url(uri))))
     }
+}
+
+/// The `cred` setting (`GTIO_CRED`): used as if passed when an open is
+/// given no credential, with the same scope.
+fn default_cred() -> Option<Secret> {
+    crate::settings::default_cred().map(Secret::new)
 }
 
 fn read_local_metainfo(uri: &str) -> Result<Vec<u8>> {
