@@ -28,6 +28,12 @@ typedef struct GTIO GTIO;
 typedef struct GTIO_Dir GTIO_Dir;
 
 /*
+ A reader over a byte range of a dataset, with its own offset and
+ readahead (`gtio_reader_open`). Opaque, like `GTIO`.
+ */
+typedef struct GTIO_Reader GTIO_Reader;
+
+/*
  Where fetched bytes came from.
  */
 typedef struct SourceKind SourceKind;
@@ -355,6 +361,51 @@ int32_t gtio_readdir(struct GTIO_Dir *dirp, struct GTIO_Dirent *ent, struct GTIO
  (`EBADF` for a cursor already closed or not from gtio).
  */
 int32_t gtio_closedir(struct GTIO_Dir *dirp, struct GTIO_Error *err);
+
+/*
+ Open a reader over `length` bytes of `gtio`'s stream from `offset` (for
+ one file: the `offset` and `size` of its `GTIO_FileInfo`). The reader
+ has its own offset, starting at 0 (the range's first byte), and its own
+ readahead window, so readers of one dataset never reset each other's
+ readahead however their reads interleave; its readahead never goes past
+ the range's end. The range must lie inside the stream (`EINVAL`).
+
+ Ownership: the caller owns the returned reader and frees it with
+ `gtio_reader_close`, before or after closing `gtio`; once `gtio` is
+ closed (or the library stopped), the reader's calls fail with `EBADF`
+ but it must still be closed. Threads: a reader may be used from any
+ thread, but `gtio_reader_read` and `gtio_reader_lseek` share its offset
+ and are not meant to be raced (they are serialised, never unsafe); open
+ one reader per thread for parallel reads. Never blocks. Returns NULL
+ with `*err` on failure (`EBADF`, `EINVAL`).
+ */
+struct GTIO_Reader *gtio_reader_open(struct GTIO *gtio, uint64_t offset, uint64_t length, struct GTIO_Error *err);
+
+/*
+ Read up to `count` bytes at the reader's offset into `buf` (valid for
+ `count` writable bytes) and advance the offset. Returns the byte count
+ (short only at the end of the range), 0 at or past the end, or -1 with
+ `*err`. Blocks until the bytes are there (cache hits return at once);
+ sequential reads queue the reader's readahead at normal priority.
+ */
+int64_t gtio_reader_read(struct GTIO_Reader *reader, void *buf, size_t count, struct GTIO_Error *err);
+
+/*
+ Move the reader's offset (`SEEK_SET`, `SEEK_CUR`, or `SEEK_END` from the
+ end of its range) and return the new offset, relative to the range's
+ start. Past the end is allowed (reads there return 0); a negative result
+ or a bad `whence` is `EINVAL`. A seek elsewhere than where the last read
+ ended resets the reader's readahead at its next read. Never blocks.
+ */
+int64_t gtio_reader_lseek(struct GTIO_Reader *reader, int64_t offset, int32_t whence, struct GTIO_Error *err);
+
+/*
+ Close a reader; it is invalid afterwards (`EBADF`, never undefined
+ behaviour). Readahead it queued may still complete into the cache. A
+ read running on another thread at the same time finishes normally.
+ Returns 0, or -1 with `*err` (`EBADF`).
+ */
+int32_t gtio_reader_close(struct GTIO_Reader *reader, struct GTIO_Error *err);
 
 /*
  Write a NUL-terminated JSON object of statistics into `buf` and return

@@ -24,4 +24,4 @@ pub mod tools;
 
 pub use config::Config;
 pub use error::{Error, Result};
-pub use handle::{Dataset, Whence};
+pub use handle::{Dataset, Reader, Whence};

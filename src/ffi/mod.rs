@@ -27,6 +27,7 @@ mod fork;
 mod io;
 mod library;
 mod listing;
+mod reader;
 mod stats;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -47,6 +48,7 @@ pub use listing::{
     gtio_closedir, gtio_free_file_list, gtio_get_file_list, gtio_open_gto, gtio_opendir,
     gtio_readdir,
 };
+pub use reader::{gtio_reader_close, gtio_reader_lseek, gtio_reader_open, gtio_reader_read};
 pub use stats::gtio_stats_json;
 
 /// Run an export's body: catch panics, report errors through `err`.

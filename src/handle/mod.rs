@@ -24,6 +24,9 @@ use crate::runtime::Runtime;
 use crate::{Error, Result};
 
 mod open;
+mod reader;
+
+pub use reader::Reader;
 
 /// `lseek`'s origin.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,7 +44,10 @@ pub struct Dataset {
     /// What reads go through: `provider`, or runs of its tiny pieces as one
     /// unit (`engine::units`).
     reads: Arc<dyn PieceProvider>,
-    position: Mutex<u64>,
+    /// The handle's own offset and readahead: one reader (`read`, `seek`).
+    cursor: Mutex<Cursor>,
+    /// The window of positional reads (`pread`, `pread_async`), which have
+    /// no reader of their own.
     readahead: Mutex<Readahead>,
     pending: PendingTable,
     /// This dataset's counters (`gtio_stats_json`).
@@ -79,7 +85,10 @@ impl Dataset {
             runtime,
             provider,
             reads,
-            position: Mutex::new(0),
+            cursor: Mutex::new(Cursor {
+                pos: 0,
+                readahead: readahead.clone(),
+            }),
             readahead: Mutex::new(readahead),
             pending: Arc::new(Mutex::new(HashMap::new())),
             stats: StatSet::new(kind),
@@ -124,15 +133,25 @@ impl Dataset {
     /// Cache hits are copied on this thread; the workers copy the rest into
     /// `buf` as the pieces arrive, while this thread waits.
     pub fn pread(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
+        self.read_in(buf, offset, &mut Window::Positional)
+    }
+
+    /// A read whose readahead goes to `window`.
+    pub(crate) fn read_in(
+        &self,
+        buf: &mut [u8],
+        offset: u64,
+        window: &mut Window<'_>,
+    ) -> Result<usize> {
         self.check_open()?;
-        let result = self.pread_inner(buf, offset);
+        let result = self.pread_inner(buf, offset, window);
         if let Err(e) = &result {
             self.stats.read_failed(e.errno());
         }
         result
     }
 
-    fn pread_inner(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
+    fn pread_inner(&self, buf: &mut [u8], offset: u64, window: &mut Window<'_>) -> Result<usize> {
         let layout = self.reads.layout();
         let range = layout.clip(offset, buf.len() as u64);
         if range.is_empty() {
@@ -157,7 +176,7 @@ impl Dataset {
             self.stats.lookups(hits, 0);
             self.stats
                 .delivered(len as u64, started.map(|t| t.elapsed()));
-            self.read_ahead(&range);
+            self.advance(window, &range);
             return Ok(len);
         }
         self.stats.lookups(hits, 0);
@@ -175,7 +194,7 @@ impl Dataset {
             req.cancel();
             return Err(e);
         }
-        self.read_ahead(&range);
+        self.advance(window, &range);
         let n = req.wait()?;
         self.stats.delivered(n as u64, Some(started.elapsed()));
         Ok(n)
@@ -184,9 +203,10 @@ impl Dataset {
     /// Read at the handle's offset and advance it.
     pub fn read(&self, buf: &mut [u8]) -> Result<usize> {
         self.check_open()?;
-        let mut pos = self.position.lock().unwrap_or_else(|e| e.into_inner());
-        let n = self.pread(buf, *pos)?;
-        *pos += n as u64;
+        let mut guard = self.cursor.lock().unwrap_or_else(|e| e.into_inner());
+        let c = &mut *guard;
+        let n = self.read_in(buf, c.pos, &mut Window::Own(&mut c.readahead, u64::MAX))?;
+        c.pos += n as u64;
         Ok(n)
     }
 
@@ -194,25 +214,14 @@ impl Dataset {
     /// end are allowed (reads there return 0), negative ones are not.
     pub fn seek(&self, offset: i64, whence: Whence) -> Result<u64> {
         self.check_open()?;
-        let mut pos = self.position.lock().unwrap_or_else(|e| e.into_inner());
-        let base: i128 = match whence {
-            Whence::Set => 0,
-            Whence::Current => i128::from(*pos),
-            Whence::End => i128::from(self.size()),
-        };
-        let new = base + i128::from(offset);
-        if new < 0 || new > i128::from(i64::MAX) {
-            return Err(Error::invalid(format!(
-                "seek to {new} is outside 0..=i64::MAX"
-            )));
-        }
-        *pos = new as u64;
-        Ok(*pos)
+        let mut c = self.cursor.lock().unwrap_or_else(|e| e.into_inner());
+        c.pos = seek_target(c.pos, self.size(), offset, whence)?;
+        Ok(c.pos)
     }
 
     /// The handle's offset.
     pub fn tell(&self) -> u64 {
-        *self.position.lock().unwrap_or_else(|e| e.into_inner())
+        self.cursor.lock().unwrap_or_else(|e| e.into_inner()).pos
     }
 
     /// Submit an asynchronous read of `len` bytes at `offset` into `target`.
@@ -362,6 +371,30 @@ impl Dataset {
         stats::to_json(&self.stats.snapshot(), &gauges)
     }
 
+    fn advance(&self, window: &mut Window<'_>, range: &Range<u64>) {
+        match window {
+            Window::Positional => self.read_ahead(range),
+            Window::Own(ra, end) => self.read_ahead_in(ra, range, *end),
+        }
+    }
+
+    /// Readahead for a reader's own window, never past `end` (the end of
+    /// the reader's range: a file's reader does not fetch the next file).
+    fn read_ahead_in(&self, ra: &mut Readahead, range: &Range<u64>, end: u64) {
+        let Some(w) = ra.on_read(range) else { return };
+        let w = w.start..w.end.min(end);
+        if w.is_empty() {
+            return;
+        }
+        if !self
+            .runtime
+            .engine()
+            .prefetch(&self.reads, &self.stats, w.clone(), true)
+        {
+            ra.retract(w.start);
+        }
+    }
+
     fn read_ahead(&self, range: &Range<u64>) {
         let window = self
             .readahead
@@ -381,6 +414,37 @@ impl Dataset {
             }
         }
     }
+}
+
+/// Where a read's readahead goes.
+pub(crate) enum Window<'a> {
+    /// The dataset's window of positional reads.
+    Positional,
+    /// A reader's own window, prefetching up to the end offset given.
+    Own(&'a mut Readahead, u64),
+}
+
+/// A reader's offset and its readahead window.
+struct Cursor {
+    pos: u64,
+    readahead: Readahead,
+}
+
+/// The offset `lseek` moves to from `pos` in a stream of `size` bytes.
+/// Past the end is allowed (reads there return 0); negative is not.
+pub(crate) fn seek_target(pos: u64, size: u64, offset: i64, whence: Whence) -> Result<u64> {
+    let base: i128 = match whence {
+        Whence::Set => 0,
+        Whence::Current => i128::from(pos),
+        Whence::End => i128::from(size),
+    };
+    let new = base + i128::from(offset);
+    if new < 0 || new > i128::from(i64::MAX) {
+        return Err(Error::invalid(format!(
+            "seek to {new} is outside 0..=i64::MAX"
+        )));
+    }
+    Ok(new as u64)
 }
 
 impl Drop for Dataset {
