@@ -379,3 +379,50 @@ fn a_reopened_object_hits_the_cache_under_its_stable_key() {
     assert_eq!(num(&stats_json(h), None, "cache_misses"), 1);
     close(h);
 }
+
+#[test]
+fn hash_failures_and_web_seed_bytes_are_counted() {
+    if !isolate("hash_failures_and_web_seed_bytes_are_counted", &[]) {
+        return;
+    }
+    init(|c| c.readahead_max_bytes = 0);
+    let dir = nginx::tempdir();
+    let piece = 1usize << 15;
+    let data = test_bytes(8 * piece, 21);
+    std::fs::write(dir.join("t.bin"), &data).unwrap();
+    // The only web seed serves a copy with one byte of piece 5 flipped.
+    let bad = dir.join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    let mut corrupt = data.clone();
+    corrupt[5 * piece + 100] ^= 1;
+    std::fs::write(bad.join("t.bin"), &corrupt).unwrap();
+    let out = dir.join("t.torrent");
+    gtio::tools::create::create(
+        &dir.join("t.bin"),
+        &[format!("file://{}/", bad.display())],
+        Some(15),
+        &out,
+    )
+    .unwrap();
+    let h = open(&format!("file://{}", out.display()), None);
+    let mut buf = vec![0u8; data.len()];
+    let mut err = new_err();
+    assert_eq!(
+        gtio_pread(h, buf.as_mut_ptr().cast(), buf.len(), 0, &mut err),
+        -1
+    );
+    assert_eq!(err.code, libc::EIO, "{}", msg(&err));
+    let json = stats_json(h);
+    assert_eq!(
+        num(&json, None, "bytes_hash_failed"),
+        piece as u64,
+        "{json}"
+    );
+    assert_eq!(
+        num(&json, Some("bytes_fetched"), "webseed"),
+        7 * piece as u64
+    );
+    assert_eq!(num(&json, Some("bytes_fetched"), "file"), 0);
+    assert_eq!(num(&json, None, "errors"), 1);
+    close(h);
+}

@@ -23,12 +23,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sha1::{Digest, Sha1};
-
 use super::metainfo::Metainfo;
 use super::object::body_fault;
 use super::{FileEntry, Layout};
 use crate::engine::buffers::PieceBuf;
+use crate::engine::verify::{self, HashFailures};
 use crate::engine::{Piece, PieceKey, PieceProvider};
 use crate::error::redact_url;
 use crate::source::http::{get_range, HttpClient, Secret};
@@ -72,6 +71,7 @@ pub struct TorrentProvider {
     next_seed: AtomicUsize,
     /// (seed, piece) pairs known bad while the seed could not be banned.
     bad: Mutex<HashSet<(usize, u32)>>,
+    hash_failed: HashFailures,
 }
 
 impl TorrentProvider {
@@ -136,6 +136,7 @@ impl TorrentProvider {
             seeds: Mutex::new(seeds),
             next_seed: AtomicUsize::new(0),
             bad: Mutex::new(HashSet::new()),
+            hash_failed: HashFailures::default(),
         })
     }
 
@@ -300,7 +301,10 @@ impl PieceAssembler<'_> {
         let piece = self.piece;
         let want = self.provider.meta.piece_hashes.get(piece as usize);
         let data = std::mem::replace(&mut self.buf, PieceBuf::from(Vec::new()));
-        let ok = want.is_some_and(|w| Sha1::digest(&data[..]).as_slice() == w.as_slice());
+        let ok = want.is_some_and(|w| verify::sha1_matches(w, &data));
+        if !ok {
+            self.provider.hash_failed.record(data.len() as u64);
+        }
         if ok {
             deliver(piece, Ok(Arc::new(data)));
         } else if self.provider.on_bad_piece(self.seed, piece) {
@@ -341,6 +345,10 @@ impl PieceProvider for TorrentProvider {
 
     fn max_run(&self) -> u32 {
         (MAX_REQUEST_BYTES / self.layout.piece_len()).max(1) as u32
+    }
+
+    fn take_hash_failed_bytes(&self) -> u64 {
+        self.hash_failed.take()
     }
 
     fn fetch(

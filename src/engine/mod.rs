@@ -23,6 +23,7 @@ pub mod request;
 pub mod scheduler;
 pub mod stats;
 pub mod units;
+pub mod verify;
 
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
@@ -48,10 +49,13 @@ pub use keys::{Identity, ObjectId, PieceKey};
 pub trait PieceProvider: Send + Sync {
     fn layout(&self) -> &Layout;
     fn key(&self, piece: u32) -> PieceKey;
-    /// Fetch `pieces` in order, calling `deliver` with each one as soon as it
-    /// is complete and verified (or with the error that dooms that piece
-    /// alone, such as a hash mismatch on every source). On `Err`, the pieces
-    /// delivered so far stay delivered; the engine retries the rest.
+    /// Fetch `pieces`, calling `deliver` with each one as soon as it is
+    /// complete and verified (or with the error that dooms that piece
+    /// alone, such as a hash mismatch on every source). Pieces may come in
+    /// any order, from several sources at once; a piece delivered twice or
+    /// not asked for is ignored (counted as redundant), and one left out is
+    /// asked for again. On `Err`, the pieces delivered so far stay
+    /// delivered; the engine retries the rest.
     fn fetch(
         &self,
         pieces: Range<u32>,
@@ -59,6 +63,71 @@ pub trait PieceProvider: Send + Sync {
     ) -> Result<(), Fault>;
     /// The most pieces worth asking for in one job.
     fn max_run(&self) -> u32;
+    /// Bytes of pieces that failed verification since the last call (the
+    /// statistics' `bytes_hash_failed`).
+    fn take_hash_failed_bytes(&self) -> u64 {
+        0
+    }
+}
+
+/// Which pieces of a job have arrived (or failed for good): a bitset, not
+/// "the highest so far", so a source that skips a piece cannot leave it in
+/// flight for ever.
+struct Completion {
+    pieces: Range<u32>,
+    words: Vec<u64>,
+    left: usize,
+}
+
+impl Completion {
+    fn new(pieces: Range<u32>) -> Completion {
+        let n = (pieces.end - pieces.start) as usize;
+        Completion {
+            pieces,
+            words: vec![0; n.div_ceil(64)],
+            left: n,
+        }
+    }
+
+    /// Mark `piece` done; false if outside the job or done already.
+    fn mark(&mut self, piece: u32) -> bool {
+        if !self.pieces.contains(&piece) {
+            return false;
+        }
+        let i = (piece - self.pieces.start) as usize;
+        let (w, b) = (i / 64, 1u64 << (i % 64));
+        if self.words[w] & b != 0 {
+            return false;
+        }
+        self.words[w] |= b;
+        self.left -= 1;
+        true
+    }
+
+    fn is_done(&self, piece: u32) -> bool {
+        let i = (piece - self.pieces.start) as usize;
+        self.words[i / 64] & (1u64 << (i % 64)) != 0
+    }
+
+    fn left(&self) -> usize {
+        self.left
+    }
+
+    fn missing(&self) -> Vec<u32> {
+        self.pieces.clone().filter(|&p| !self.is_done(p)).collect()
+    }
+
+    /// The missing pieces as runs of consecutive ones.
+    fn missing_runs(&self) -> Vec<Range<u32>> {
+        let mut runs: Vec<Range<u32>> = Vec::new();
+        for p in self.missing() {
+            match runs.last_mut() {
+                Some(r) if r.end == p => r.end = p + 1,
+                _ => runs.push(p..p + 1),
+            }
+        }
+        runs
+    }
 }
 
 /// A read waiting for one slice of a piece: whoever completes the piece
@@ -487,64 +556,97 @@ impl Engine {
             // Readers learn of a failure only now, so that what they see in
             // the statistics already shows the failed download.
             if let Some((pieces, e)) = doomed {
-                self.fail_pieces(&job.provider, pieces, &e);
+                for piece in pieces {
+                    self.complete(&job.provider.key(piece), Err(e.clone()));
+                }
             }
         }
     }
 
-    /// Fetch a job's pieces with retries. Returns how it ended and, unless
-    /// it completed, the pieces still to fail with their error.
-    fn run_job(&self, job: &Job) -> (DownloadState, Option<(Range<u32>, Error)>) {
+    /// Fetch a job's pieces with retries. Sources may deliver the pieces
+    /// of a run in any order: completion is tracked per piece, and what a
+    /// fetch left out is asked for again (as runs of the missing pieces),
+    /// never waited for. Returns how the job ended and, unless it
+    /// completed, the pieces still to fail with their error.
+    fn run_job(&self, job: &Job) -> (DownloadState, Option<(Vec<u32>, Error)>) {
         let provider = &job.provider;
         let stats = &job.stats;
         let kind = stats.kind();
-        let mut next = job.pieces.start;
+        let mut done = Completion::new(job.pieces.clone());
         let mut attempt: u32 = 0;
         loop {
             if self.is_shut_down() {
-                let rest = (next..job.pieces.end, shut_down_error());
-                return (DownloadState::Cancelled, Some(rest));
+                return (
+                    DownloadState::Cancelled,
+                    Some((done.missing(), shut_down_error())),
+                );
             }
-            let before = next;
-            stats.requests.fetch_add(1, Ordering::Relaxed);
-            let started = Instant::now();
-            let mut first_byte = true;
-            let result = provider.fetch(next..job.pieces.end, &mut |piece, data| {
-                if first_byte {
-                    first_byte = false;
-                    stats.first_byte_us.record(started.elapsed());
-                }
-                if let Ok(d) = &data {
-                    self.counters.pieces_fetched.fetch_add(1, Ordering::Relaxed);
-                    self.counters
-                        .bytes_fetched
-                        .fetch_add(d.len() as u64, Ordering::Relaxed);
-                    stats.fetched(kind, d.len() as u64);
-                }
-                self.complete(&provider.key(piece), data);
-                next = next.max(piece + 1);
-            });
-            match result {
-                Ok(()) if next >= job.pieces.end => return (DownloadState::Completed, None),
-                Ok(()) => {
-                    let e = Error::io("source returned fewer pieces than asked for");
-                    return (DownloadState::Failed, Some((next..job.pieces.end, e)));
-                }
-                Err(fault) => {
-                    if next > before {
-                        // Progress resets the count: retries are per piece.
-                        attempt = 0;
+            let before = done.left();
+            let mut result = Ok(());
+            for run in done.missing_runs() {
+                stats.requests.fetch_add(1, Ordering::Relaxed);
+                let started = Instant::now();
+                let mut first_byte = true;
+                result = provider.fetch(run, &mut |piece, data| {
+                    if first_byte {
+                        first_byte = false;
+                        stats.first_byte_us.record(started.elapsed());
                     }
-                    if !fault.transient || attempt >= self.config.retries {
-                        let rest = (next..job.pieces.end, fault.error);
-                        return (DownloadState::Failed, Some(rest));
+                    if !done.mark(piece) {
+                        // Not asked for, or a second copy: kept out.
+                        if let Ok(d) = &data {
+                            stats
+                                .bytes_redundant
+                                .fetch_add(d.len() as u64, Ordering::Relaxed);
+                        }
+                        return;
                     }
-                    self.counters.retries.fetch_add(1, Ordering::Relaxed);
-                    stats.retries.fetch_add(1, Ordering::Relaxed);
-                    std::thread::sleep(backoff(attempt, fault.retry_after));
-                    attempt += 1;
+                    if let Ok(d) = &data {
+                        self.counters.pieces_fetched.fetch_add(1, Ordering::Relaxed);
+                        self.counters
+                            .bytes_fetched
+                            .fetch_add(d.len() as u64, Ordering::Relaxed);
+                        stats.fetched(kind, d.len() as u64);
+                    }
+                    if !self.complete(&provider.key(piece), data) {
+                        // Someone else's copy completed it first (endgame).
+                        stats.bytes_redundant.fetch_add(
+                            provider.layout().piece_range(piece).end
+                                - provider.layout().piece_range(piece).start,
+                            Ordering::Relaxed,
+                        );
+                    }
+                });
+                let failed = provider.take_hash_failed_bytes();
+                if failed > 0 {
+                    stats.bytes_hash_failed.fetch_add(failed, Ordering::Relaxed);
+                }
+                if result.is_err() {
+                    break;
                 }
             }
+            if done.left() == 0 {
+                return (DownloadState::Completed, None);
+            }
+            let fault = match result {
+                Ok(()) => Fault::transient(Error::io(format!(
+                    "the source left out {} of the pieces asked for (first: {})",
+                    done.left(),
+                    done.missing().first().copied().unwrap_or(0)
+                ))),
+                Err(f) => f,
+            };
+            if done.left() < before {
+                // Progress resets the count: retries are per piece.
+                attempt = 0;
+            }
+            if !fault.transient || attempt >= self.config.retries {
+                return (DownloadState::Failed, Some((done.missing(), fault.error)));
+            }
+            self.counters.retries.fetch_add(1, Ordering::Relaxed);
+            stats.retries.fetch_add(1, Ordering::Relaxed);
+            std::thread::sleep(backoff(attempt, fault.retry_after));
+            attempt += 1;
         }
     }
 
@@ -555,7 +657,8 @@ impl Engine {
     }
 
     /// A piece arrived (or failed): cache it, then serve its waiters.
-    fn complete(&self, key: &PieceKey, result: Result<Piece, Error>) {
+    /// False when no download waited for it (another copy came first).
+    fn complete(&self, key: &PieceKey, result: Result<Piece, Error>) -> bool {
         if let Ok(piece) = &result {
             self.cache.insert(*key, Arc::clone(piece));
         }
@@ -564,7 +667,9 @@ impl Engine {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(key);
-        let Some(flight) = flight else { return };
+        let Some(flight) = flight else {
+            return false;
+        };
         for w in flight.waiters {
             let foreign = !same_provider(&w.provider, &flight.provider);
             if result.is_err() && foreign && !w.rerouted {
@@ -582,6 +687,7 @@ impl Engine {
                 w.waiter.deliver(&result);
             }
         }
+        true
     }
 
     fn set_state(&self, job: u64, state: DownloadState) {
