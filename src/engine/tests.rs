@@ -27,7 +27,7 @@ struct FakeProvider {
 /// How a fake source delivers the pieces of a run.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Order {
-    InOrder,
+    Sequential,
     Reverse,
     /// A fixed shuffle (xorshift with this seed).
     Shuffled(u64),
@@ -49,7 +49,7 @@ impl FakeProvider {
             permanent: false,
             delay: Duration::ZERO,
             log: Mutex::new(vec![]),
-            order: Order::InOrder,
+            order: Order::Sequential,
             skips_left: AtomicU32::new(0),
         }
     }
@@ -87,7 +87,7 @@ impl PieceProvider for FakeProvider {
         }
         let mut order: Vec<u32> = pieces.clone().collect();
         match self.order {
-            Order::InOrder => {}
+            Order::Sequential => {}
             Order::Reverse => order.reverse(),
             Order::Shuffled(seed) => {
                 let mut x = seed | 1;
