@@ -21,6 +21,7 @@ pub mod keys;
 pub mod readahead;
 pub mod request;
 pub mod scheduler;
+pub mod sources;
 pub mod stats;
 pub mod units;
 pub mod verify;
@@ -66,6 +67,11 @@ pub trait PieceProvider: Send + Sync {
     /// Bytes of pieces that failed verification since the last call (the
     /// statistics' `bytes_hash_failed`).
     fn take_hash_failed_bytes(&self) -> u64 {
+        0
+    }
+    /// Bytes of second copies (endgame) the provider kept out itself since
+    /// the last call (the statistics' `bytes_redundant`).
+    fn take_redundant_bytes(&self) -> u64 {
         0
     }
 }
@@ -620,6 +626,12 @@ impl Engine {
                 let failed = provider.take_hash_failed_bytes();
                 if failed > 0 {
                     stats.bytes_hash_failed.fetch_add(failed, Ordering::Relaxed);
+                }
+                let redundant = provider.take_redundant_bytes();
+                if redundant > 0 {
+                    stats
+                        .bytes_redundant
+                        .fetch_add(redundant, Ordering::Relaxed);
                 }
                 if result.is_err() {
                     break;

@@ -184,6 +184,10 @@ impl PieceProvider for Units {
     fn take_hash_failed_bytes(&self) -> u64 {
         self.inner.take_hash_failed_bytes()
     }
+
+    fn take_redundant_bytes(&self) -> u64 {
+        self.inner.take_redundant_bytes()
+    }
 }
 
 #[cfg(test)]
