@@ -77,21 +77,20 @@ impl PieceSource for Fake {
 
 fn data(pieces: usize, seed: u8) -> (Arc<Vec<u8>>, Vec<[u8; 20]>) {
     let d: Vec<u8> = (0..pieces * PIECE)
-        .map(|i| (i as u64 * 2_654_435_761 >> 13) as u8 ^ seed)
+        .map(|i| ((i as u64 * 2_654_435_761) >> 13) as u8 ^ seed)
         .collect();
     let hashes = d.chunks(PIECE).map(|c| Sha1::digest(c).into()).collect();
     (Arc::new(d), hashes)
 }
+
+type Got = Vec<(u32, Result<Piece, Error>)>;
 
 /// Fetch `pieces` from the set; each piece's bytes by index, once.
 fn fetch_all(
     set: &SourceSet,
     hashes: &[[u8; 20]],
     pieces: Range<u32>,
-) -> (
-    Vec<(u32, Result<Piece, Error>)>,
-    std::result::Result<(), Fault>,
-) {
+) -> (Got, std::result::Result<(), Fault>) {
     let mut got = Vec::new();
     let r = set.fetch(pieces, hashes, &mut |p, d| got.push((p, d)));
     (got, r)
