@@ -47,6 +47,9 @@ use crate::Error;
 /// pieces are also asked of another source.
 pub const HEDGE_AFTER: Duration = Duration::from_millis(1500);
 
+/// Pieces in transit between a source's thread and the worker.
+const IN_TRANSIT: usize = 16;
+
 /// How long a source that failed transiently is skipped while others are
 /// available.
 pub const COOLDOWN: Duration = Duration::from_secs(5);
@@ -199,7 +202,10 @@ impl SourceSet {
         };
         let mut done = vec![false; wanted.len()];
         let mut left = wanted.len();
-        let (tx, rx) = mpsc::channel::<Msg>();
+        // Bounded: a source sending faster than the worker hands pieces on
+        // waits, so what is in transit stays a few pieces (a torrent of
+        // 4-byte pieces queued a million of them).
+        let (tx, rx) = mpsc::sync_channel::<Msg>(IN_TRANSIT);
         let result = std::thread::scope(|scope| {
             let start = |i: usize, run: Range<u32>| {
                 self.health(i).busy += 1;
@@ -267,7 +273,9 @@ impl SourceSet {
                             deliver(
                                 p,
                                 Err(Error::io(format!(
-                                    "piece {p} failed its SHA-1 check on every source"
+                                    "piece {p} failed its SHA-1 check on every source \
+                                     (the sources serve different data than the torrent \
+                                     describes)"
                                 ))),
                             );
                             continue;
