@@ -8,7 +8,6 @@
 //! running its destructors (its threads do not exist here, joining them
 //! would hang, and its sockets belong to the parent).
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::completion::poller::{Dispatch, Poller};
@@ -76,39 +75,10 @@ impl Runtime {
 /// thread may hold this lock while it starts or stops a runtime.
 static CURRENT: ForkSafe<Mutex<Option<Arc<Runtime>>>> = ForkSafe::new(|| Mutex::new(None));
 
-/// The pid, cached: `getpid` is a system call (glibc no longer caches it),
-/// and fork detection asks on every read. 0 = not known.
-static PID: AtomicU32 = AtomicU32::new(0);
-/// Set once a fork hook guarantees that [`after_fork_in_child`] runs in
-/// every child; until then the pid is asked for each time.
-static PID_TRACKED: AtomicBool = AtomicBool::new(false);
+// The process id and fork tracking live in `fork_safe` (below the
+// completion rings, which need them too); re-exported here for callers.
+pub use crate::fork_safe::{after_fork_in_child, process_id, track_forks};
 
-/// This process's id, cheaply (see [`track_forks`]).
-pub fn process_id() -> u32 {
-    if !PID_TRACKED.load(Ordering::Acquire) {
-        return std::process::id();
-    }
-    match PID.load(Ordering::Relaxed) {
-        0 => {
-            let pid = std::process::id();
-            PID.store(pid, Ordering::Relaxed);
-            pid
-        }
-        pid => pid,
-    }
-}
-
-/// Declare that [`after_fork_in_child`] will run in every fork child (the
-/// C API installs a `pthread_atfork` handler), enabling the pid cache.
-pub fn track_forks() {
-    PID_TRACKED.store(true, Ordering::Release);
-}
-
-/// Run in a fork child, before anything else: forget the parent's pid.
-/// Async-signal-safe (one atomic store).
-pub fn after_fork_in_child() {
-    PID.store(0, Ordering::Relaxed);
-}
 static DISPATCH: OnceLock<Dispatch> = OnceLock::new();
 
 /// Install the function the poller thread runs completions through.

@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use super::metainfo::Metainfo;
 use super::object::body_fault;
+use super::webseed::{self, SeedRequest};
 use super::{FileEntry, Layout};
 use crate::engine::buffers::PieceBuf;
 use crate::engine::sources::{PieceSource, SourceSet};
@@ -30,7 +31,6 @@ use crate::engine::stats::SourceKind;
 use crate::engine::{Piece, PieceKey, PieceProvider};
 use crate::error::redact_url;
 use crate::source::http::{get_range, HttpClient, Secret};
-use crate::source::webseed::{self, SeedRequest};
 use crate::source::{file::FileObject, Fault, RangeSource};
 use crate::{Error, Result};
 

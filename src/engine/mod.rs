@@ -18,6 +18,7 @@
 pub mod buffers;
 pub mod cache;
 pub mod keys;
+pub mod layout;
 pub mod readahead;
 pub mod request;
 pub mod scheduler;
@@ -33,10 +34,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::dataset::{Layout, PieceSlice};
 use crate::source::Fault;
 use crate::{Config, Error};
 use cache::{MemoryLru, PieceStore};
+use layout::{Layout, PieceSlice};
 use request::ReadRequest;
 use scheduler::{Job, Scheduler};
 use stats::{DownloadInfo, Gauges, StatSet};
@@ -607,6 +608,12 @@ impl Engine {
                         }
                         return;
                     }
+                    if data.is_err() {
+                        // A piece failed for good (bad on every source):
+                        // its reader wakes now, so count what the provider
+                        // saw first.
+                        drain_counts(provider.as_ref(), stats);
+                    }
                     if let Ok(d) = &data {
                         self.counters.pieces_fetched.fetch_add(1, Ordering::Relaxed);
                         self.counters
@@ -623,16 +630,7 @@ impl Engine {
                         );
                     }
                 });
-                let failed = provider.take_hash_failed_bytes();
-                if failed > 0 {
-                    stats.bytes_hash_failed.fetch_add(failed, Ordering::Relaxed);
-                }
-                let redundant = provider.take_redundant_bytes();
-                if redundant > 0 {
-                    stats
-                        .bytes_redundant
-                        .fetch_add(redundant, Ordering::Relaxed);
-                }
+                drain_counts(provider.as_ref(), stats);
                 if result.is_err() {
                     break;
                 }
@@ -810,6 +808,21 @@ impl Engine {
             }
         }
         self.cache.clear();
+    }
+}
+
+/// Move what the provider counted itself (hash failures, second copies)
+/// into the dataset's statistics.
+fn drain_counts(provider: &dyn PieceProvider, stats: &StatSet) {
+    let failed = provider.take_hash_failed_bytes();
+    if failed > 0 {
+        stats.bytes_hash_failed.fetch_add(failed, Ordering::Relaxed);
+    }
+    let redundant = provider.take_redundant_bytes();
+    if redundant > 0 {
+        stats
+            .bytes_redundant
+            .fetch_add(redundant, Ordering::Relaxed);
     }
 }
 

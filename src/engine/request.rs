@@ -18,9 +18,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
+use super::layout::PieceSlice;
 use super::stats::StatSet;
 use crate::completion::{Completion, Ring};
-use crate::dataset::PieceSlice;
 use crate::Error;
 
 /// Where a read's bytes go. Implemented by the FFI layer over the caller's

@@ -36,10 +36,10 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::layout::Layout;
 use super::stats::SourceKind;
 use super::verify::{sha1_matches, HashFailures};
 use super::{Piece, PieceKey, PieceProvider};
-use crate::dataset::Layout;
 use crate::source::Fault;
 use crate::Error;
 

@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::layout::{Layout, PieceSlice};
 use super::*;
-use crate::dataset::{Layout, PieceSlice};
 
 struct FakeProvider {
     layout: Layout,

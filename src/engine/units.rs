@@ -25,8 +25,8 @@ use std::sync::{Arc, OnceLock};
 use sha1::{Digest, Sha1};
 
 use super::buffers::PieceBuf;
+use super::layout::Layout;
 use super::{Piece, PieceKey, PieceProvider};
-use crate::dataset::Layout;
 use crate::source::Fault;
 use crate::Error;
 

@@ -282,7 +282,7 @@ fn through_the_engine_redundant_bytes_reach_the_statistics() {
     let req = ReadRequest::waited(d.len(), 4, Box::new(Sink(Arc::clone(&buf))));
     let wants = (0..4u32)
         .map(|piece| {
-            let slice = crate::dataset::PieceSlice {
+            let slice = crate::engine::layout::PieceSlice {
                 piece,
                 within: 0..PIECE,
                 dest: piece as usize * PIECE,
