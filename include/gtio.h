@@ -28,6 +28,17 @@ typedef struct GTIO GTIO;
 typedef struct GTIO_Dir GTIO_Dir;
 
 /*
+ A reader over a byte range of a dataset, with its own offset and
+ readahead (`gtio_reader_open`). Opaque, like `GTIO`.
+ */
+typedef struct GTIO_Reader GTIO_Reader;
+
+/*
+ Where fetched bytes came from.
+ */
+typedef struct SourceKind SourceKind;
+
+/*
  An asynchronous read's callback. Must stay valid until its completion.
  */
 typedef struct gtio_usercb {
@@ -249,18 +260,47 @@ int64_t gtio_size(struct GTIO *gtio, struct GTIO_Error *err);
 int32_t gtio_prefetch(struct GTIO *gtio, uint64_t offset, uint64_t length, struct GTIO_Error *err);
 
 /*
- Fill `*cfg` with the defaults. NULL `cfg` does nothing. Thread-safe;
- never blocks.
+ Fill `*cfg` with the defaults, as the environment (`GTIO_CACHE_BYTES`,
+ ...) and `gtio_set_setting` adjust them; `ca_bundle` is left NULL (the
+ environment's `GTIO_CA_BUNDLE` still applies unless the caller sets it).
+ NULL `cfg` does nothing. Thread-safe; never blocks.
  */
 void gtio_config_default(struct GTIO_Config *cfg);
 
 /*
- Start the library with `cfg` (NULL: defaults). Optional: the first call
- of any other function starts it with defaults. Call it before any other
+ Start the library with `cfg` (NULL: defaults). A zero field (NULL
+ `ca_bundle`) takes the setting's value from `gtio_set_setting`, else its
+ environment variable, else the default; a nonzero field wins. For
+ `readahead_max_bytes` and `retries` 0 is a value (none), so they are
+ taken as given: start from `gtio_config_default`, which fills every
+ field from the environment. Optional:
+ the first call of any other function starts the library the same way
+ with no fields given. Call it before any other
  gtio function; once running, it fails with `EBUSY` (call `gtio_lib_fini`
  first). `cfg` and its strings are copied. Returns 0, or -1 with `*err`.
  */
 int32_t gtio_lib_init(const struct GTIO_Config *cfg, struct GTIO_Error *err);
+
+/*
+ Set a setting by name — for every setting of DESIGN.md's table, also
+ those with no `GTIO_Config` field: `cache_bytes`, `block_size`,
+ `workers`, `max_conns_per_host`, `retries`, `timeout_ms`,
+ `readahead_max_bytes`, `ca_bundle`, `cred`, `cache_dir`,
+ `cache_dir_bytes`, `peers`, `max_peers`. `value` is the text the
+ setting's environment variable would hold (decimal integers, a path, a
+ token); NULL returns the setting to its default, ignoring the
+ environment. A value set here beats the environment; a nonzero
+ `GTIO_Config` field beats both.
+
+ Settings that size the library take effect when it starts: set them
+ before any other gtio call (or after `gtio_lib_fini`); while it runs
+ they are `EBUSY`. `cred`, the credential an open uses when it is given
+ none, applies to later opens at once. `cache_dir` (other than empty) and
+ `peers=1` are `ENOTSUP` in this version. Unknown names and bad values
+ are `EINVAL`. Both strings are copied. Returns 0, or -1 with `*err`.
+ Thread-safe; never blocks.
+ */
+int32_t gtio_set_setting(const char *name, const char *value, struct GTIO_Error *err);
 
 /*
  Stop the library: every open handle is closed (its pending reads
@@ -323,6 +363,73 @@ int32_t gtio_readdir(struct GTIO_Dir *dirp, struct GTIO_Dirent *ent, struct GTIO
  (`EBADF` for a cursor already closed or not from gtio).
  */
 int32_t gtio_closedir(struct GTIO_Dir *dirp, struct GTIO_Error *err);
+
+/*
+ Open a reader over `length` bytes of `gtio`'s stream from `offset` (for
+ one file: the `offset` and `size` of its `GTIO_FileInfo`). The reader
+ has its own offset, starting at 0 (the range's first byte), and its own
+ readahead window, so readers of one dataset never reset each other's
+ readahead however their reads interleave; its readahead never goes past
+ the range's end. The range must lie inside the stream (`EINVAL`).
+
+ Ownership: the caller owns the returned reader and frees it with
+ `gtio_reader_close`, before or after closing `gtio`; once `gtio` is
+ closed (or the library stopped), the reader's calls fail with `EBADF`
+ but it must still be closed. Threads: a reader may be used from any
+ thread, but `gtio_reader_read` and `gtio_reader_lseek` share its offset
+ and are not meant to be raced (they are serialised, never unsafe); open
+ one reader per thread for parallel reads. Never blocks. Returns NULL
+ with `*err` on failure (`EBADF`, `EINVAL`).
+ */
+struct GTIO_Reader *gtio_reader_open(struct GTIO *gtio, uint64_t offset, uint64_t length, struct GTIO_Error *err);
+
+/*
+ Read up to `count` bytes at the reader's offset into `buf` (valid for
+ `count` writable bytes) and advance the offset. Returns the byte count
+ (short only at the end of the range), 0 at or past the end, or -1 with
+ `*err`. Blocks until the bytes are there (cache hits return at once);
+ sequential reads queue the reader's readahead at normal priority.
+ */
+int64_t gtio_reader_read(struct GTIO_Reader *reader, void *buf, size_t count, struct GTIO_Error *err);
+
+/*
+ Move the reader's offset (`SEEK_SET`, `SEEK_CUR`, or `SEEK_END` from the
+ end of its range) and return the new offset, relative to the range's
+ start. Past the end is allowed (reads there return 0); a negative result
+ or a bad `whence` is `EINVAL`. A seek elsewhere than where the last read
+ ended resets the reader's readahead at its next read. Never blocks.
+ */
+int64_t gtio_reader_lseek(struct GTIO_Reader *reader, int64_t offset, int32_t whence, struct GTIO_Error *err);
+
+/*
+ Close a reader; it is invalid afterwards (`EBADF`, never undefined
+ behaviour). Readahead it queued may still complete into the cache. A
+ read running on another thread at the same time finishes normally.
+ Returns 0, or -1 with `*err` (`EBADF`).
+ */
+int32_t gtio_reader_close(struct GTIO_Reader *reader, struct GTIO_Error *err);
+
+/*
+ Write a NUL-terminated JSON object of statistics into `buf` and return
+ its length without the NUL, or -1 with `*err`.
+
+ With `gtio` a handle, the object describes that dataset; with `gtio`
+ NULL, the whole process (every dataset opened so far, open or closed).
+ Keys: `cache_hits`, `cache_misses`, `bytes_delivered`, `bytes_fetched`
+ (an object by source kind: `http`, `webseed`, `peer`, `store`, `file`),
+ `bytes_redundant`, `bytes_hash_failed`, `requests`, `retries`, `errors`,
+ `downloads_failed`, `downloads_active`, `downloads` (live and recently
+ finished downloads with their `state`), `peers_connected`,
+ `cache_bytes_used` and `store_bytes_used` (process-wide: one cache serves
+ every dataset), and the latency histograms `first_byte_us` and `read_us`
+ (bucket upper bound in µs, `"+Inf"` for the rest → count).
+
+ Like `snprintf`: when `len` is too small for the object and its NUL,
+ nothing is written and the length needed (without the NUL) is returned;
+ `buf` may be NULL when `len` is 0, to ask for the length. `buf` must be
+ valid for `len` bytes otherwise. Never blocks; thread-safe.
+ */
+int64_t gtio_stats_json(struct GTIO *gtio, char *buf, size_t len, struct GTIO_Error *err);
 
 #ifdef __cplusplus
 }  // extern "C"

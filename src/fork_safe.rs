@@ -18,7 +18,7 @@
 //! handler only does atomic loads and stores: async-signal-safe, as a
 //! handler that runs in a fork child must be.
 
-use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
 
 /// A global created on first use and recreated, empty, in a fork child.
 pub struct ForkSafe<T: 'static> {
@@ -128,6 +128,40 @@ extern "C" fn in_child_after_fork() {
         n.reset.reset();
         node = n.next;
     }
+}
+
+/// The pid, cached: `getpid` is a system call (glibc no longer caches it),
+/// and fork detection asks on every read. 0 = not known.
+static PID: AtomicU32 = AtomicU32::new(0);
+/// Set once a fork hook guarantees that [`after_fork_in_child`] runs in
+/// every child; until then the pid is asked for each time.
+static PID_TRACKED: AtomicBool = AtomicBool::new(false);
+
+/// This process's id, cheaply (see [`track_forks`]).
+pub fn process_id() -> u32 {
+    if !PID_TRACKED.load(Ordering::Acquire) {
+        return std::process::id();
+    }
+    match PID.load(Ordering::Relaxed) {
+        0 => {
+            let pid = std::process::id();
+            PID.store(pid, Ordering::Relaxed);
+            pid
+        }
+        pid => pid,
+    }
+}
+
+/// Declare that [`after_fork_in_child`] will run in every fork child (the
+/// C API installs a `pthread_atfork` handler), enabling the pid cache.
+pub fn track_forks() {
+    PID_TRACKED.store(true, Ordering::Release);
+}
+
+/// Run in a fork child, before anything else: forget the parent's pid.
+/// Async-signal-safe (one atomic store).
+pub fn after_fork_in_child() {
+    PID.store(0, Ordering::Relaxed);
 }
 
 #[cfg(test)]

@@ -6,7 +6,20 @@
 //! C ABI is in [`ffi`] and `include/gtio.h`.
 //!
 //! Data flows one way: [`ffi`] → [`handle`] → [`engine`] → [`source`];
-//! completions flow back through [`completion`] rings.
+//! completions flow back through [`completion`] rings. The module graph has
+//! no cycles:
+//!
+//! ```text
+//! ffi ─→ handle ─→ runtime ─→ engine ─→ source ─→ error
+//!   │       │         │         │ └───→ completion ─→ fork_safe
+//!   │       ├→ dataset┼───────→─┘ (dataset: object, torrent, metainfo,
+//!   │       │         └→ settings      web seed URLs; implements the
+//!   └───────┴─────────────────→ ...    engine's PieceProvider/PieceSource)
+//! ```
+//!
+//! `dataset` depends on `engine` (it implements the engine's traits over
+//! the engine's `Layout`) and on `source`; neither depends on it. `tools`
+//! (the command-line tool's logic) and `serve` sit beside `ffi`, on top.
 
 pub mod completion;
 pub mod config;
@@ -19,10 +32,11 @@ pub mod handle;
 pub mod http_date;
 pub mod runtime;
 pub mod serve;
+pub mod settings;
 pub mod source;
 pub mod store;
 pub mod tools;
 
 pub use config::Config;
 pub use error::{Error, Result};
-pub use handle::{Dataset, Whence};
+pub use handle::{Dataset, Reader, Whence};

@@ -8,7 +8,6 @@
 //! running its destructors (its threads do not exist here, joining them
 //! would hang, and its sockets belong to the parent).
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::completion::poller::{Dispatch, Poller};
@@ -81,39 +80,10 @@ impl Runtime {
 /// thread may hold this lock while it starts or stops a runtime.
 static CURRENT: ForkSafe<Mutex<Option<Arc<Runtime>>>> = ForkSafe::new(|| Mutex::new(None));
 
-/// The pid, cached: `getpid` is a system call (glibc no longer caches it),
-/// and fork detection asks on every read. 0 = not known.
-static PID: AtomicU32 = AtomicU32::new(0);
-/// Set once a fork hook guarantees that [`after_fork_in_child`] runs in
-/// every child; until then the pid is asked for each time.
-static PID_TRACKED: AtomicBool = AtomicBool::new(false);
+// The process id and fork tracking live in `fork_safe` (below the
+// completion rings, which need them too); re-exported here for callers.
+pub use crate::fork_safe::{after_fork_in_child, process_id, track_forks};
 
-/// This process's id, cheaply (see [`track_forks`]).
-pub fn process_id() -> u32 {
-    if !PID_TRACKED.load(Ordering::Acquire) {
-        return std::process::id();
-    }
-    match PID.load(Ordering::Relaxed) {
-        0 => {
-            let pid = std::process::id();
-            PID.store(pid, Ordering::Relaxed);
-            pid
-        }
-        pid => pid,
-    }
-}
-
-/// Declare that [`after_fork_in_child`] will run in every fork child (the
-/// C API installs a `pthread_atfork` handler), enabling the pid cache.
-pub fn track_forks() {
-    PID_TRACKED.store(true, Ordering::Release);
-}
-
-/// Run in a fork child, before anything else: forget the parent's pid.
-/// Async-signal-safe (one atomic store).
-pub fn after_fork_in_child() {
-    PID.store(0, Ordering::Relaxed);
-}
 static DISPATCH: OnceLock<Dispatch> = OnceLock::new();
 
 /// Install the function the poller thread runs completions through.
@@ -145,18 +115,31 @@ pub fn init(config: Config) -> Result<()> {
              or gtio_lib_fini first",
         ));
     }
+    // The settings without a Config field still come from the environment.
+    let (_, extra) = crate::settings::resolved()?;
     *slot = Some(Arc::new(Runtime::start(config)?));
+    crate::settings::started(extra);
     Ok(())
 }
 
-/// The running runtime, started with the default config if none runs.
+/// Whether a runtime runs in this process now.
+pub fn is_running() -> bool {
+    let mut slot = lock();
+    forget_if_inherited(&mut slot);
+    slot.is_some()
+}
+
+/// The running runtime, started if none runs with the defaults as the
+/// environment and `settings::set` adjust them.
 pub fn get() -> Result<Arc<Runtime>> {
     let mut slot = lock();
     forget_if_inherited(&mut slot);
     if let Some(rt) = slot.as_ref() {
         return Ok(Arc::clone(rt));
     }
-    let rt = Arc::new(Runtime::start(Config::default())?);
+    let (config, extra) = crate::settings::resolved()?;
+    let rt = Arc::new(Runtime::start(config)?);
+    crate::settings::started(extra);
     *slot = Some(Arc::clone(&rt));
     Ok(rt)
 }
@@ -178,20 +161,16 @@ pub fn fini() -> bool {
     }
 }
 
-/// `GTIO_CACHE_DIR` and `GTIO_CACHE_DIR_BYTES`, for a config that does not
-/// set them (an explicit setting wins; DESIGN.md, "Settings").
+/// `cache_dir` and `cache_dir_bytes` for a config that does not set them:
+/// they have no `GTIO_Config` field, so a C caller's config gets them from
+/// `gtio_set_setting` or the environment (`settings`).
 fn store_settings_from_env(mut config: Config) -> Result<Config> {
+    let (resolved, _) = crate::settings::resolved()?;
     if config.cache_dir.is_none() {
-        if let Some(dir) = std::env::var_os("GTIO_CACHE_DIR").filter(|d| !d.is_empty()) {
-            config.cache_dir = Some(dir.into());
-        }
+        config.cache_dir = resolved.cache_dir;
     }
-    if let Ok(v) = std::env::var("GTIO_CACHE_DIR_BYTES") {
-        config.cache_dir_bytes = v.trim().parse().map_err(|_| {
-            Error::invalid(format!(
-                "GTIO_CACHE_DIR_BYTES={v:?} is not a number of bytes"
-            ))
-        })?;
+    if config.cache_dir_bytes == Config::default().cache_dir_bytes {
+        config.cache_dir_bytes = resolved.cache_dir_bytes;
     }
     Ok(config)
 }

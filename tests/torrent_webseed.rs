@@ -524,7 +524,7 @@ fn single_file_torrent_file_url_and_dir_url_seeds() {
     let ngx = Nginx::start(&root);
 
     let mut encoded = String::new();
-    gtio::source::webseed::encode_segment(name, &mut encoded);
+    gtio::dataset::webseed::encode_segment(name, &mut encoded);
     let file_url = ngx.url(&format!("data%20dir/{encoded}"));
     let dir_url = ngx.url("data%20dir/");
 

@@ -51,6 +51,8 @@ from ._dataset import (
     init,
     open,
     open_gto,
+    set_setting,
+    stats,
     version,
 )
 from ._lib import library_path
@@ -67,6 +69,8 @@ __all__ = [
     "library_path",
     "open",
     "open_gto",
+    "set_setting",
+    "stats",
     "version",
     "__version__",
 ]

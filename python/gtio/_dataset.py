@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import io
+import json
 import operator
 import os
 from ctypes import POINTER, byref
@@ -15,7 +16,15 @@ from urllib.parse import urlsplit, urlunsplit
 from . import _aio
 from ._lib import GTIO_Error, GTIO_FileInfo, error_from, lib
 
-__all__ = ["Dataset", "FileInfo", "open", "open_gto", "DEFAULT_BUFFER_SIZE"]
+__all__ = [
+    "Dataset",
+    "FileInfo",
+    "open",
+    "open_gto",
+    "set_setting",
+    "stats",
+    "DEFAULT_BUFFER_SIZE",
+]
 
 #: Buffer size of the readers :meth:`Dataset.open_file` returns.
 DEFAULT_BUFFER_SIZE = 256 * 1024
@@ -147,6 +156,12 @@ class Dataset:
         state = "closed" if self._h is None else f"size={self._size}"
         return f"<gtio.Dataset {self._name!r} {state}>"
 
+    def stats(self) -> Dict[str, Any]:
+        """This dataset's statistics (``gtio_stats_json``) as a dict: cache
+        hits and misses, bytes delivered and fetched by source kind, requests,
+        retries, errors, downloads, latency histograms..."""
+        return _stats_json(self._handle())
+
     # -- metadata ----------------------------------------------------------
 
     def files(self) -> List[FileInfo]:
@@ -249,7 +264,7 @@ class Dataset:
 
     def raw(self) -> "RawReader":
         """A seekable ``io.RawIOBase`` over the whole stream, with its own
-        position (each call gives an independent reader)."""
+        position and readahead (each call gives an independent reader)."""
         self._handle()
         return RawReader(self, 0, self._size, self._name)
 
@@ -257,7 +272,8 @@ class Dataset:
         self, name: Union[str, FileInfo], buffer_size: int = DEFAULT_BUFFER_SIZE
     ) -> io.BufferedReader:
         """An ``io.BufferedReader`` over one file of the dataset
-        (``FileNotFoundError`` if there is no such file)."""
+        (``FileNotFoundError`` if there is no such file). Each call gives
+        an independent reader with its own position and readahead window."""
         self._handle()
         fi = name if isinstance(name, FileInfo) else self.file_info(name)
         return io.BufferedReader(RawReader(self, fi.offset, fi.size, fi.name), buffer_size)
@@ -265,21 +281,30 @@ class Dataset:
 
 class RawReader(io.RawIOBase):
     """A read-only, seekable raw file over ``[start, start + length)`` of a
-    dataset's stream. Reads go through :meth:`Dataset.pread`; the position is
-    this object's own. Closing it does not close the dataset."""
+    dataset's stream: a library reader (``gtio_reader_open``) with its own
+    position and its own readahead window, so several readers of one
+    dataset never reset each other's readahead. Closing it does not close
+    the dataset; closing the dataset makes it raise ``ValueError``."""
 
     def __init__(self, dataset: Dataset, start: int, length: int, name: str) -> None:
         super().__init__()
         self._ds = dataset
-        self._start = start
         self._length = length
         self._pos = 0
+        self._r: Optional[int] = None
         self.name = name
         self.mode = "rb"
+        err = GTIO_Error()
+        r = lib.gtio_reader_open(dataset._handle(), start, length, byref(err))
+        if not r:
+            raise error_from(err, "gtio_reader_open")
+        self._r = r
 
-    def _check(self) -> None:
-        if self.closed:
+    def _check(self) -> int:
+        if self.closed or self._r is None:
             raise ValueError("I/O operation on closed file.")
+        self._ds._handle()  # ValueError once the dataset is closed
+        return self._r
 
     @property
     def size(self) -> int:
@@ -303,53 +328,66 @@ class RawReader(io.RawIOBase):
         return self._pos
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        self._check()
+        r = self._check()
         offset = operator.index(offset)
-        if whence == io.SEEK_SET:
-            pos = offset
-        elif whence == io.SEEK_CUR:
-            pos = self._pos + offset
-        elif whence == io.SEEK_END:
-            pos = self._length + offset
-        else:
+        if whence not in (io.SEEK_SET, io.SEEK_CUR, io.SEEK_END):
             raise ValueError(f"invalid whence ({whence}, should be 0, 1 or 2)")
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._length}[whence]
+        if base + offset < 0:
+            raise OSError(errno.EINVAL, f"negative seek position {base + offset}")
+        err = GTIO_Error()
+        pos = lib.gtio_reader_lseek(r, offset, whence, byref(err))
         if pos < 0:
-            raise OSError(errno.EINVAL, f"negative seek position {pos}")
-        self._pos = pos
-        return pos
+            raise error_from(err, "gtio_reader_lseek")
+        self._pos = int(pos)
+        return self._pos
 
     def _remaining(self) -> int:
         return max(0, self._length - self._pos)
 
     def readinto(self, buffer: Any) -> int:
-        self._check()
+        r = self._check()
         with memoryview(buffer) as mv, mv.cast("B") as b:
+            if mv.readonly:
+                raise TypeError("readinto() needs a writable buffer")
             n = min(len(b), self._remaining())
             if n == 0:
                 return 0
-            got = self._ds.preadinto(b[:n], self._start + self._pos)
+            c = (ctypes.c_char * n).from_buffer(b)
+            try:
+                err = GTIO_Error()
+                got = lib.gtio_reader_read(r, c, n, byref(err))
+            finally:
+                del c  # release the buffer export before the views close
+        if got < 0:
+            raise error_from(err, "gtio_reader_read")
         self._pos += got
-        return got
+        return int(got)
 
     def read(self, size: Optional[int] = -1) -> bytes:
-        self._check()
+        r = self._check()
         if size is None or size < 0:
             return self.readall()
         n = min(size, self._remaining())
         if n == 0:
             return b""
-        data = self._ds.pread(n, self._start + self._pos)
-        self._pos += len(data)
-        return data
+        buf = (ctypes.c_char * n)()
+        err = GTIO_Error()
+        got = lib.gtio_reader_read(r, buf, n, byref(err))
+        if got < 0:
+            raise error_from(err, "gtio_reader_read")
+        self._pos += got
+        return ctypes.string_at(buf, got)
 
     def readall(self) -> bytes:
         self._check()
-        n = self._remaining()
-        if n == 0:
-            return b""
-        data = self._ds.pread(n, self._start + self._pos)
-        self._pos += len(data)
-        return data
+        return self.read(self._remaining())
+
+    def close(self) -> None:
+        r, self._r = self._r, None
+        if r is not None:
+            lib.gtio_reader_close(r, None)  # EBADF after gtio_lib_fini: fine
+        super().close()
 
     def __repr__(self) -> str:
         return f"<gtio.RawReader name={self.name!r} size={self._length}>"
@@ -402,6 +440,46 @@ def open_gto(data: Any, cred: Optional[StrOrBytes] = None) -> Dataset:
     return Dataset(h, "<metainfo>")
 
 
+def _stats_json(handle: Optional[int]) -> Dict[str, Any]:
+    err = GTIO_Error()
+    size = 1024
+    while True:
+        buf = ctypes.create_string_buffer(size)
+        n = lib.gtio_stats_json(handle, buf, size, byref(err))
+        if n < 0:
+            raise error_from(err, "gtio_stats_json")
+        if n < size:
+            return json.loads(buf.value.decode("utf-8"))
+        size = n + 1  # grew (or was too small): snprintf-style retry
+
+
+def stats() -> Dict[str, Any]:
+    """Process-wide statistics (every dataset opened so far, open or
+    closed), as :meth:`Dataset.stats` gives them for one dataset."""
+    return _stats_json(None)
+
+
+def set_setting(name: str, value: Union[None, int, str, bytes, "os.PathLike[str]"]) -> None:
+    """Set a library setting by name (``gtio_set_setting``): any setting of
+    the design's table, e.g. ``cache_bytes``, ``block_size``, ``cred``,
+    ``max_peers``. ``value`` is what its ``GTIO_*`` environment variable
+    would hold (an int is written in decimal); ``None`` returns it to the
+    default. A value set here beats the environment; :func:`init` keywords
+    beat both. Sizing settings must be set before the library starts
+    (``OSError`` ``EBUSY`` after); ``cred`` applies to later opens at once.
+    ``peers=1`` raises ``OSError`` ``ENOTSUP`` in this version."""
+    c_name = _c_string(name, "name")
+    if value is None:
+        c_value = None
+    elif isinstance(value, int) and not isinstance(value, bool):
+        c_value = str(value).encode()
+    else:
+        c_value = _c_string(value, "value")
+    err = GTIO_Error()
+    if lib.gtio_set_setting(c_name, c_value, byref(err)) != 0:
+        raise error_from(err, "gtio_set_setting")
+
+
 def version() -> str:
     """The library's version, e.g. ``"0.1.0"``."""
     v = lib.gtio_version()
@@ -438,7 +516,9 @@ def init(**config: Any) -> None:
     Keywords are the fields of ``GTIO_Config``: ``cache_bytes``,
     ``block_size``, ``workers``, ``max_conns_per_host``,
     ``readahead_max_bytes``, ``retries``, ``timeout_ms``, ``ring_entries``
-    (integers; 0 means the default) and ``ca_bundle`` (a PEM file path).
+    (integers; 0 means the default) and ``ca_bundle`` (a PEM file path),
+    plus ``cache_dir`` (a directory for the persistent piece store) and
+    ``cache_dir_bytes`` (its bound), which ``GTIO_Config`` has no field for.
     Unnamed fields keep ``gtio_config_default``'s values. Once the library
     runs (any other gtio call starts it), this fails with ``OSError``
     ``EBUSY``. ``poller_thread`` is refused: Python takes completions on its
@@ -458,6 +538,10 @@ def init(**config: Any) -> None:
             continue
         if key == "ca_bundle":
             cfg.ca_bundle = None if value is None else _c_string(value, "ca_bundle")
+            continue
+        if key in ("cache_dir", "cache_dir_bytes"):
+            # No GTIO_Config field (its layout is fixed): set by name.
+            set_setting(key, value)
             continue
         bits = _CONFIG_BITS.get(key)
         if bits is None:

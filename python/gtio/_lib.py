@@ -133,7 +133,7 @@ class gtio_usercomp_t(Structure):
 
 
 _ERR = POINTER(GTIO_Error)
-_H = c_void_p  # GTIO * and GTIO_Dir *: opaque handles
+_H = c_void_p  # GTIO *, GTIO_Dir * and GTIO_Reader *: opaque handles
 
 # name: (restype, argtypes) — exactly as in include/gtio.h
 _PROTOTYPES = {
@@ -161,6 +161,12 @@ _PROTOTYPES = {
     "gtio_poll": (c_int32, [POINTER(gtio_usercomp_t), c_int32]),
     "gtio_poll_fd": (c_int32, []),
     "gtio_cancel": (c_int32, [_H, POINTER(gtio_usercb_t), _ERR]),
+    "gtio_stats_json": (c_int64, [_H, c_void_p, c_size_t, _ERR]),
+    "gtio_set_setting": (c_int32, [c_char_p, c_char_p, _ERR]),
+    "gtio_reader_open": (_H, [_H, c_uint64, c_uint64, _ERR]),
+    "gtio_reader_read": (c_int64, [_H, c_void_p, c_size_t, _ERR]),
+    "gtio_reader_lseek": (c_int64, [_H, c_int64, c_int32, _ERR]),
+    "gtio_reader_close": (c_int32, [_H, _ERR]),
 }
 
 

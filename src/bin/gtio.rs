@@ -181,6 +181,9 @@ enum Command {
         /// At most this many bytes (default: to the end)
         #[arg(long, value_name = "N")]
         length: Option<u64>,
+        /// At the end, print what was fetched from where on stderr
+        #[arg(long)]
+        stats: bool,
         #[command(flatten)]
         net: Net,
     },
@@ -217,6 +220,9 @@ Example:
         /// in $XDG_CACHE_HOME/gtio, so an interrupted get resumes)
         #[arg(long)]
         no_cache: bool,
+        /// At the end, print what was fetched from where on stderr
+        #[arg(long)]
+        stats: bool,
         #[command(flatten)]
         net: Net,
     },
@@ -361,6 +367,7 @@ fn run(cli: Cli) -> Outcome {
             file,
             offset,
             length,
+            stats,
             net,
         } => {
             net.init()?;
@@ -374,7 +381,11 @@ fn run(cli: Cli) -> Outcome {
             let len = range.end - range.start;
             let progress = Progress::new(len, !quiet && len >= 32 << 20);
             let mut out = tools::cat::stdout_file()?;
-            tools::cat::cat(&ds, range, &mut out, &progress)
+            let done = tools::cat::cat(&ds, range, &mut out, &progress);
+            if stats {
+                print_stats();
+            }
+            done
         }
         Command::Get {
             datasets,
@@ -382,13 +393,18 @@ fn run(cli: Cli) -> Outcome {
             file_ranges,
             outdir,
             no_cache,
+            stats,
             mut net,
         } => {
             if !no_cache && net.cache_dir.is_none() {
                 net.cache_dir = default_cache_dir();
             }
             net.init()?;
-            get(&datasets, &ranges, &file_ranges, &outdir, net.cred(), quiet)
+            let done = get(&datasets, &ranges, &file_ranges, &outdir, net.cred(), quiet);
+            if stats {
+                print_stats();
+            }
+            done
         }
         Command::Create {
             path,
@@ -435,6 +451,37 @@ fn run(cli: Cli) -> Outcome {
             Ok(())
         }
     }
+}
+
+/// `--stats`: one summary line of the process's statistics on stderr.
+fn print_stats() {
+    use gtio::engine::stats::{process_wide, SourceKind};
+    let s = process_wide();
+    let h = tools::human_bytes;
+    let by_kind: Vec<String> = SourceKind::ALL
+        .iter()
+        .filter(|k| s.fetched(**k) > 0)
+        .map(|k| format!("{} {}", k.name(), h(s.fetched(*k))))
+        .collect();
+    let from = if by_kind.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", by_kind.join(", "))
+    };
+    let _ = writeln!(
+        std::io::stderr(),
+        "stats: delivered {}; fetched {}{from} in {} requests, {} retries, {} errors; \
+         cache {} hits, {} misses; redundant {}, hash-failed {}",
+        h(s.bytes_delivered),
+        h(s.fetched_total()),
+        s.requests,
+        s.retries,
+        s.errors,
+        s.cache_hits,
+        s.cache_misses,
+        h(s.bytes_redundant),
+        h(s.bytes_hash_failed),
+    );
 }
 
 fn get(

@@ -76,7 +76,7 @@ impl Ring {
         let eventfd = unsafe { File::from_raw_fd(fd) };
         let ring = Arc::new(Ring {
             id: NEXT_RING_ID.fetch_add(1, Ordering::Relaxed),
-            pid: crate::runtime::process_id(),
+            pid: crate::fork_safe::process_id(),
             eventfd,
             capacity: capacity.max(1),
             state: Mutex::new(RingState {
@@ -180,7 +180,7 @@ pub fn current(capacity: usize) -> Result<Arc<Ring>> {
     CURRENT.with(|cell| {
         let mut slot = cell.borrow_mut();
         if let Some(ring) = slot.as_ref() {
-            if ring.pid == crate::runtime::process_id() {
+            if ring.pid == crate::fork_safe::process_id() {
                 return Ok(Arc::clone(ring));
             }
             // A fork: the old ring belongs to the parent. Forget it without
@@ -201,7 +201,7 @@ pub fn current_if_any() -> Option<Arc<Ring>> {
         .try_with(|cell| {
             cell.borrow()
                 .as_ref()
-                .filter(|r| r.pid == crate::runtime::process_id())
+                .filter(|r| r.pid == crate::fork_safe::process_id())
                 .cloned()
         })
         .ok()
@@ -216,7 +216,7 @@ pub fn all_rings() -> Vec<Arc<Ring>> {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .iter()
-        .filter(|r| r.pid == crate::runtime::process_id())
+        .filter(|r| r.pid == crate::fork_safe::process_id())
         .cloned()
         .collect()
 }
@@ -227,7 +227,7 @@ pub fn all_rings() -> Vec<Arc<Ring>> {
 /// are forgotten, not dropped (their eventfd is the parent's).
 pub fn prune() {
     let keep_undrained = poller::is_running();
-    let pid = crate::runtime::process_id();
+    let pid = crate::fork_safe::process_id();
     let mut rings = RINGS.get().lock().unwrap_or_else(|e| e.into_inner());
     for ring in std::mem::take(&mut *rings) {
         if ring.pid != pid {

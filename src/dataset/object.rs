@@ -60,6 +60,11 @@ impl PieceProvider for ObjectProvider {
         (MAX_REQUEST_BYTES / self.layout.piece_len()).max(1) as u32
     }
 
+    fn keys_persist(&self) -> bool {
+        // A local file is its own store: copying it to disk gains nothing.
+        self.identity.is_stable() && !self.source.host().is_empty()
+    }
+
     fn fetch(
         &self,
         pieces: Range<u32>,

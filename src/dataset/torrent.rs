@@ -2,37 +2,35 @@
 //! from BEP 19 web seeds and checked against the metainfo's SHA-1s before
 //! anyone sees a byte.
 //!
-//! A job's run of pieces is one stream range; [`webseed::plan`] cuts it into
-//! one request per file, so a run inside one file is one range request and a
-//! piece spanning files takes several. Bytes are read straight into piece
-//! buffers (pad bytes are zeroed), and each piece is hashed and delivered as
-//! soon as its last byte arrives.
+//! Each web seed is a [`PieceSource`] (the kind a peer will be beside it),
+//! and the torrent's pieces come from an engine [`SourceSet`] of them: it
+//! picks a seed per run by measured speed and load, verifies every piece,
+//! drops a seed that serves a bad piece while another remains (libtorrent's
+//! rule; the last seed loses only the pieces it got wrong, which fail with
+//! `EIO` naming them), cools down a busy or failing one (REFERENCES: a 503
+//! is no reason to drop a seed) and asks a second seed for pieces the first
+//! is slow to send (the endgame).
 //!
-//! Seeds are used round-robin, so parallel jobs spread over them. A seed that
-//! serves a piece whose hash does not match is banned for this dataset while
-//! another seed remains, and the piece is retried elsewhere (libtorrent's
-//! rule). The last seed is never banned: it loses only the piece it got
-//! wrong, which fails with `EIO` naming it, while the rest stay readable. A
-//! busy or failing seed is not banned (REFERENCES: a 503 is no reason to
-//! drop a seed); it is skipped until its backoff expires.
+//! A run of pieces is one stream range; [`webseed::plan`] cuts it into one
+//! request per file, so a run inside one file is one range request and a
+//! piece spanning files takes several. Bytes are read straight into piece
+//! buffers (pad bytes are zeroed), and each piece is handed on as soon as
+//! its last byte arrives.
 
-use std::collections::HashSet;
 use std::io::Read;
 use std::ops::Range;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-use sha1::{Digest, Sha1};
+use std::sync::Arc;
 
 use super::metainfo::Metainfo;
 use super::object::body_fault;
+use super::webseed::{self, SeedRequest};
 use super::{FileEntry, Layout};
 use crate::engine::buffers::PieceBuf;
+use crate::engine::sources::{PieceSource, SourceSet};
+use crate::engine::stats::SourceKind;
 use crate::engine::{Piece, PieceKey, PieceProvider};
 use crate::error::redact_url;
 use crate::source::http::{get_range, HttpClient, Secret};
-use crate::source::webseed::{self, SeedRequest};
 use crate::source::{file::FileObject, Fault, RangeSource};
 use crate::{Error, Result};
 
@@ -40,10 +38,6 @@ use crate::{Error, Result};
 /// enough that seeds see few requests (WebTorrent #650), small enough that a
 /// failed transfer is retried soon.
 const MAX_REQUEST_BYTES: u64 = 16 << 20;
-
-/// How long a seed that failed (reset, 5xx, timeout) is skipped while other
-/// seeds are available.
-const SEED_COOLDOWN: Duration = Duration::from_secs(5);
 
 /// Where the metainfo came from decides what its web seeds may name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,23 +49,21 @@ pub enum Origin {
     Remote,
 }
 
-struct Seed {
+/// One BEP 19 web seed as a source of the torrent's pieces.
+struct WebSeed {
     url: String,
     /// Whether the credential may be sent to this seed.
     send_cred: bool,
-    banned: bool,
-    cooldown_until: Option<Instant>,
+    meta: Arc<Metainfo>,
+    layout: Layout,
+    client: Arc<HttpClient>,
+    cred: Option<Secret>,
 }
 
 pub struct TorrentProvider {
     layout: Layout,
-    meta: Metainfo,
-    client: Arc<HttpClient>,
-    cred: Option<Secret>,
-    seeds: Mutex<Vec<Seed>>,
-    next_seed: AtomicUsize,
-    /// (seed, piece) pairs known bad while the seed could not be banned.
-    bad: Mutex<HashSet<(usize, u32)>>,
+    meta: Arc<Metainfo>,
+    sources: SourceSet,
 }
 
 impl TorrentProvider {
@@ -104,12 +96,7 @@ impl TorrentProvider {
                     ) == h
                 }),
             };
-            seeds.push(Seed {
-                url: url.clone(),
-                send_cred,
-                banned: false,
-                cooldown_until: None,
-            });
+            seeds.push((url.clone(), send_cred));
         }
         if seeds.is_empty() {
             let why = if meta.url_list.is_empty() {
@@ -129,91 +116,32 @@ impl TorrentProvider {
             })
             .collect();
         let layout = Layout::new(meta.total_length, meta.piece_length, files)?;
+        let meta = Arc::new(meta);
+        let sources = seeds
+            .into_iter()
+            .map(|(url, send_cred)| {
+                Arc::new(WebSeed {
+                    url,
+                    send_cred,
+                    meta: Arc::clone(&meta),
+                    layout: layout.clone(),
+                    client: Arc::clone(&client),
+                    cred: cred.clone(),
+                }) as Arc<dyn PieceSource>
+            })
+            .collect();
         Ok(TorrentProvider {
             layout,
             meta,
-            client,
-            cred,
-            seeds: Mutex::new(seeds),
-            next_seed: AtomicUsize::new(0),
-            bad: Mutex::new(HashSet::new()),
+            sources: SourceSet::new(sources),
         })
     }
+}
 
-    /// Pick a seed for `pieces`: round-robin over seeds that are not banned,
-    /// preferring ones not cooling down and not known bad for these pieces.
-    fn pick_seed(&self, pieces: &Range<u32>) -> Option<(usize, String, bool)> {
-        let seeds = self.seeds.lock().unwrap_or_else(|e| e.into_inner());
-        let bad = self.bad.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        let n = seeds.len();
-        let start = self.next_seed.fetch_add(1, Ordering::Relaxed);
-        let mut fallback = None;
-        // A seed known bad for some of these pieces is still the right one
-        // for the others (it is the last seed: it was not banned). Fetching
-        // from it delivers the good pieces and fails only the bad ones, each
-        // with its own "piece N failed its SHA-1 check" error, instead of
-        // failing the whole run.
-        let mut bad_fallback = None;
-        for k in 0..n {
-            let i = (start + k) % n;
-            let s = &seeds[i];
-            if s.banned {
-                continue;
-            }
-            if pieces.clone().any(|p| bad.contains(&(i, p))) {
-                bad_fallback.get_or_insert(i);
-                continue;
-            }
-            if s.cooldown_until.is_some_and(|t| t > now) {
-                fallback.get_or_insert(i);
-                continue;
-            }
-            return Some((i, s.url.clone(), s.send_cred));
-        }
-        let i = fallback.or(bad_fallback)?;
-        Some((i, seeds[i].url.clone(), seeds[i].send_cred))
-    }
-
-    fn live_seeds(&self) -> usize {
-        let seeds = self.seeds.lock().unwrap_or_else(|e| e.into_inner());
-        seeds.iter().filter(|s| !s.banned).count()
-    }
-
-    fn cool_down(&self, seed: usize) {
-        let mut seeds = self.seeds.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(s) = seeds.get_mut(seed) {
-            s.cooldown_until = Some(Instant::now() + SEED_COOLDOWN);
-        }
-    }
-
-    /// A hash mismatch from `seed` on `piece`: ban the seed if another one
-    /// is left (true), else remember the bad pair (false).
-    fn on_bad_piece(&self, seed: usize, piece: u32) -> bool {
-        let mut seeds = self.seeds.lock().unwrap_or_else(|e| e.into_inner());
-        let others = seeds
-            .iter()
-            .enumerate()
-            .filter(|(i, s)| *i != seed && !s.banned)
-            .count();
-        if others > 0 {
-            if let Some(s) = seeds.get_mut(seed) {
-                s.banned = true;
-            }
-            return true;
-        }
-        drop(seeds);
-        self.bad
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert((seed, piece));
-        false
-    }
-
+impl WebSeed {
     fn open_request(
         &self,
         req: &SeedRequest,
-        send_cred: bool,
     ) -> std::result::Result<Box<dyn Read + Send + '_>, Fault> {
         let range = req.file_offset..req.file_offset + req.len;
         if req.url.starts_with("file:") {
@@ -224,7 +152,11 @@ impl TorrentProvider {
                 .map_err(|e| Fault::permanent(e.into()))?;
             return Ok(Box::new(std::io::Cursor::new(buf)));
         }
-        let cred = if send_cred { self.cred.as_ref() } else { None };
+        let cred = if self.send_cred {
+            self.cred.as_ref()
+        } else {
+            None
+        };
         // A seed may hold a newer, longer file (archive.org): do not pin the
         // total; the SHA-1 check is what guarantees the bytes.
         let body = get_range(&self.client, &req.url, cred, range, None, None)?;
@@ -232,41 +164,68 @@ impl TorrentProvider {
     }
 }
 
-/// Fills piece buffers from a stream of bytes, hashing and delivering each
-/// piece when its last byte is in.
+impl PieceSource for WebSeed {
+    fn kind(&self) -> SourceKind {
+        SourceKind::Webseed
+    }
+
+    fn label(&self) -> String {
+        format!("web seed {}", redact_url(&self.url))
+    }
+
+    fn fetch(
+        &self,
+        pieces: Range<u32>,
+        deliver: &mut dyn FnMut(u32, Piece),
+    ) -> std::result::Result<(), Fault> {
+        if pieces.is_empty() {
+            return Ok(());
+        }
+        let bytes = self.layout.piece_range(pieces.start).start
+            ..self.layout.piece_range(pieces.end - 1).end;
+        let mut asm = PieceAssembler::new(&self.layout, pieces.start);
+        for req in webseed::plan(&self.meta, &self.url, bytes.clone()) {
+            asm.skip_to(req.stream_offset, deliver);
+            let mut body = self.open_request(&req)?;
+            let range = req.file_offset..req.file_offset + req.len;
+            asm.fill(&mut body, req.len, deliver)
+                .map_err(|e| body_fault(e, &range))?;
+        }
+        asm.skip_to(bytes.end, deliver);
+        Ok(())
+    }
+}
+
+/// Fills piece buffers from a stream of bytes, handing each piece on when
+/// its last byte is in (the source set verifies it).
 struct PieceAssembler<'a> {
-    provider: &'a TorrentProvider,
-    seed: usize,
+    layout: &'a Layout,
     pos: u64,
     piece: u32,
     buf: PieceBuf,
-    /// The seed served a bad piece and was banned: stop using it.
-    abandon: Option<Fault>,
 }
 
 impl PieceAssembler<'_> {
-    fn new(provider: &TorrentProvider, seed: usize, first: u32) -> PieceAssembler<'_> {
-        let r = provider.layout.piece_range(first);
+    fn new(layout: &Layout, first: u32) -> PieceAssembler<'_> {
+        let r = layout.piece_range(first);
         PieceAssembler {
-            provider,
-            seed,
+            layout,
             pos: r.start,
             piece: first,
             buf: PieceBuf::reuse((r.end - r.start) as usize),
-            abandon: None,
         }
     }
 
     fn piece_end(&self) -> u64 {
-        self.provider.layout.piece_range(self.piece).end
+        self.layout.piece_range(self.piece).end
     }
 
     /// Skip to `to` (pad bytes: zeros), finishing pieces on the way.
-    fn skip_to(&mut self, to: u64, deliver: &mut dyn FnMut(u32, Result<Piece>)) {
-        while self.pos < to && self.abandon.is_none() {
+    fn skip_to(&mut self, to: u64, deliver: &mut dyn FnMut(u32, Piece)) {
+        while self.pos < to {
             let step = (to.min(self.piece_end())) - self.pos;
             // Recycled buffers hold old bytes; pad bytes are zeros.
-            let at = (self.pos - self.provider.layout.piece_range(self.piece).start) as usize;
+            let at = (self.pos - self.layout.piece_range(self.piece).start) as usize;
             self.buf[at..at + step as usize].fill(0);
             self.pos += step;
             if self.pos == self.piece_end() {
@@ -280,11 +239,11 @@ impl PieceAssembler<'_> {
         &mut self,
         body: &mut dyn Read,
         len: u64,
-        deliver: &mut dyn FnMut(u32, Result<Piece>),
+        deliver: &mut dyn FnMut(u32, Piece),
     ) -> std::io::Result<()> {
         let mut left = len;
-        while left > 0 && self.abandon.is_none() {
-            let start = self.provider.layout.piece_range(self.piece).start;
+        while left > 0 {
+            let start = self.layout.piece_range(self.piece).start;
             let n = left.min(self.piece_end() - self.pos);
             let at = (self.pos - start) as usize;
             body.read_exact(&mut self.buf[at..at + n as usize])?;
@@ -297,30 +256,12 @@ impl PieceAssembler<'_> {
         Ok(())
     }
 
-    fn finish_piece(&mut self, deliver: &mut dyn FnMut(u32, Result<Piece>)) {
-        let piece = self.piece;
-        let want = self.provider.meta.piece_hashes.get(piece as usize);
+    fn finish_piece(&mut self, deliver: &mut dyn FnMut(u32, Piece)) {
         let data = std::mem::replace(&mut self.buf, PieceBuf::from(Vec::new()));
-        let ok = want.is_some_and(|w| Sha1::digest(&data[..]).as_slice() == w.as_slice());
-        if ok {
-            deliver(piece, Ok(Arc::new(data)));
-        } else if self.provider.on_bad_piece(self.seed, piece) {
-            self.abandon = Some(Fault::transient(Error::io(format!(
-                "piece {piece} failed its SHA-1 check; web seed dropped, retrying another"
-            ))));
-            return;
-        } else {
-            deliver(
-                piece,
-                Err(Error::io(format!(
-                    "piece {piece} failed its SHA-1 check on every web seed \
-                     (the seeds serve different data than the torrent describes)"
-                ))),
-            );
-        }
+        deliver(self.piece, Arc::new(data));
         self.piece += 1;
-        if self.piece < self.provider.layout.piece_count() {
-            let r = self.provider.layout.piece_range(self.piece);
+        if self.piece < self.layout.piece_count() {
+            let r = self.layout.piece_range(self.piece);
             self.buf = PieceBuf::reuse((r.end - r.start) as usize);
         }
     }
@@ -344,6 +285,14 @@ impl PieceProvider for TorrentProvider {
         (MAX_REQUEST_BYTES / self.layout.piece_len()).max(1) as u32
     }
 
+    fn take_hash_failed_bytes(&self) -> u64 {
+        self.sources.take_hash_failed_bytes()
+    }
+
+    fn take_redundant_bytes(&self) -> u64 {
+        self.sources.take_redundant_bytes()
+    }
+
     fn fetch(
         &self,
         pieces: Range<u32>,
@@ -352,52 +301,6 @@ impl PieceProvider for TorrentProvider {
         if pieces.is_empty() {
             return Ok(());
         }
-        let Some((seed, seed_url, send_cred)) = self.pick_seed(&pieces) else {
-            return Err(Fault::permanent(Error::io(format!(
-                "pieces {}-{}: no usable web seed left (all failed their SHA-1 checks)",
-                pieces.start,
-                pieces.end - 1
-            ))));
-        };
-        let bytes = self.layout.piece_range(pieces.start).start
-            ..self.layout.piece_range(pieces.end - 1).end;
-        let mut asm = PieceAssembler::new(self, seed, pieces.start);
-        for req in webseed::plan(&self.meta, &seed_url, bytes.clone()) {
-            asm.skip_to(req.stream_offset, deliver);
-            if let Some(f) = asm.abandon.take() {
-                return Err(f);
-            }
-            let mut body = match self.open_request(&req, send_cred) {
-                Ok(b) => b,
-                Err(f) => {
-                    if f.transient && self.live_seeds() > 1 {
-                        self.cool_down(seed);
-                    }
-                    return Err(with_seed(f, &seed_url));
-                }
-            };
-            let range = req.file_offset..req.file_offset + req.len;
-            if let Err(e) = asm.fill(&mut body, req.len, deliver) {
-                if self.live_seeds() > 1 {
-                    self.cool_down(seed);
-                }
-                return Err(with_seed(body_fault(e, &range), &seed_url));
-            }
-            if let Some(f) = asm.abandon.take() {
-                return Err(f);
-            }
-        }
-        asm.skip_to(bytes.end, deliver);
-        match asm.abandon.take() {
-            Some(f) => Err(f),
-            None => Ok(()),
-        }
-    }
-}
-
-fn with_seed(f: Fault, seed: &str) -> Fault {
-    Fault {
-        error: f.error.context(format!("web seed {}", redact_url(seed))),
-        ..f
+        self.sources.fetch(pieces, &self.meta.piece_hashes, deliver)
     }
 }

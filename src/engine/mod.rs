@@ -18,25 +18,30 @@
 pub mod buffers;
 pub mod cache;
 pub mod keys;
+pub mod layout;
 pub mod readahead;
 pub mod request;
 pub mod scheduler;
+pub mod sources;
+pub mod stats;
 mod tiers;
 pub mod units;
+pub mod verify;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::dataset::{Layout, PieceSlice};
 use crate::source::Fault;
 use crate::{Config, Error};
 use cache::{MemoryLru, PieceStore};
+use layout::{Layout, PieceSlice};
 use request::ReadRequest;
 use scheduler::{Job, Scheduler};
+use stats::{DownloadInfo, Gauges, StatSet};
 
 /// A verified piece, shared by the cache and its readers.
 pub type Piece = Arc<buffers::PieceBuf>;
@@ -47,10 +52,13 @@ pub use keys::{Identity, ObjectId, PieceKey};
 pub trait PieceProvider: Send + Sync {
     fn layout(&self) -> &Layout;
     fn key(&self, piece: u32) -> PieceKey;
-    /// Fetch `pieces` in order, calling `deliver` with each one as soon as it
-    /// is complete and verified (or with the error that dooms that piece
-    /// alone, such as a hash mismatch on every source). On `Err`, the pieces
-    /// delivered so far stay delivered; the engine retries the rest.
+    /// Fetch `pieces`, calling `deliver` with each one as soon as it is
+    /// complete and verified (or with the error that dooms that piece
+    /// alone, such as a hash mismatch on every source). Pieces may come in
+    /// any order, from several sources at once; a piece delivered twice or
+    /// not asked for is ignored (counted as redundant), and one left out is
+    /// asked for again. On `Err`, the pieces delivered so far stay
+    /// delivered; the engine retries the rest.
     fn fetch(
         &self,
         pieces: Range<u32>,
@@ -58,6 +66,82 @@ pub trait PieceProvider: Send + Sync {
     ) -> Result<(), Fault>;
     /// The most pieces worth asking for in one job.
     fn max_run(&self) -> u32;
+    /// Whether this dataset's keys name the same bytes in every process,
+    /// so the persistent store may keep its pieces (a plain object served
+    /// without a validator gets a key per open: not worth storing).
+    fn keys_persist(&self) -> bool {
+        true
+    }
+    /// Bytes of pieces that failed verification since the last call (the
+    /// statistics' `bytes_hash_failed`).
+    fn take_hash_failed_bytes(&self) -> u64 {
+        0
+    }
+    /// Bytes of second copies (endgame) the provider kept out itself since
+    /// the last call (the statistics' `bytes_redundant`).
+    fn take_redundant_bytes(&self) -> u64 {
+        0
+    }
+}
+
+/// Which pieces of a job have arrived (or failed for good): a bitset, not
+/// "the highest so far", so a source that skips a piece cannot leave it in
+/// flight for ever.
+struct Completion {
+    pieces: Range<u32>,
+    words: Vec<u64>,
+    left: usize,
+}
+
+impl Completion {
+    fn new(pieces: Range<u32>) -> Completion {
+        let n = (pieces.end - pieces.start) as usize;
+        Completion {
+            pieces,
+            words: vec![0; n.div_ceil(64)],
+            left: n,
+        }
+    }
+
+    /// Mark `piece` done; false if outside the job or done already.
+    fn mark(&mut self, piece: u32) -> bool {
+        if !self.pieces.contains(&piece) {
+            return false;
+        }
+        let i = (piece - self.pieces.start) as usize;
+        let (w, b) = (i / 64, 1u64 << (i % 64));
+        if self.words[w] & b != 0 {
+            return false;
+        }
+        self.words[w] |= b;
+        self.left -= 1;
+        true
+    }
+
+    fn is_done(&self, piece: u32) -> bool {
+        let i = (piece - self.pieces.start) as usize;
+        self.words[i / 64] & (1u64 << (i % 64)) != 0
+    }
+
+    fn left(&self) -> usize {
+        self.left
+    }
+
+    fn missing(&self) -> Vec<u32> {
+        self.pieces.clone().filter(|&p| !self.is_done(p)).collect()
+    }
+
+    /// The missing pieces as runs of consecutive ones.
+    fn missing_runs(&self) -> Vec<Range<u32>> {
+        let mut runs: Vec<Range<u32>> = Vec::new();
+        for p in self.missing() {
+            match runs.last_mut() {
+                Some(r) if r.end == p => r.end = p + 1,
+                _ => runs.push(p..p + 1),
+            }
+        }
+        runs
+    }
 }
 
 /// A read waiting for one slice of a piece: whoever completes the piece
@@ -116,6 +200,8 @@ struct Flight {
 struct FlightWaiter {
     waiter: Waiter,
     provider: Arc<dyn PieceProvider>,
+    /// The waiting dataset's counters (for a reroute).
+    stats: Arc<StatSet>,
     piece: u32,
     /// Already sent back once after another dataset's failure.
     rerouted: bool,
@@ -136,6 +222,30 @@ pub enum DownloadState {
     Failed,
     Cancelled,
 }
+
+impl DownloadState {
+    pub fn name(self) -> &'static str {
+        match self {
+            DownloadState::Queued => "queued",
+            DownloadState::InProgress => "in_progress",
+            DownloadState::Completed => "completed",
+            DownloadState::Failed => "failed",
+            DownloadState::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// A download in the state table: its state, the counters it belongs to
+/// (by id, to list one dataset's downloads) and its pieces.
+struct DownloadEntry {
+    state: DownloadState,
+    owner: u64,
+    pieces: Range<u32>,
+}
+
+/// Finished downloads stay listed (as completed, failed or cancelled) among
+/// the last this many, so a short one is seen at all.
+const RECENT_DOWNLOADS: usize = 32;
 
 /// Counters for tests, benchmarks and diagnostics.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -161,7 +271,6 @@ struct Counters {
     pieces_fetched: AtomicU64,
     bytes_fetched: AtomicU64,
     retries: AtomicU64,
-    cache_hits: AtomicU64,
     store_hits: AtomicU64,
 }
 
@@ -169,17 +278,24 @@ pub struct Engine {
     config: Config,
     cache: Box<dyn PieceStore>,
     /// The persistent tier behind `cache`, when `cache_dir` is set, and
-    /// the thread that writes to it.
+    /// the thread that writes to it (`tiers`).
     store: Option<Arc<crate::store::DiskStore>>,
     store_writer: Option<tiers::Writer>,
     flights: Mutex<HashMap<PieceKey, Flight>>,
     scheduler: Scheduler,
-    states: Mutex<HashMap<u64, DownloadState>>,
+    states: Mutex<Downloads>,
     next_job: AtomicU64,
     readahead_in_flight: AtomicU64,
     counters: Counters,
     shut_down: AtomicBool,
     workers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Live downloads and the last few finished ones.
+#[derive(Default)]
+struct Downloads {
+    live: HashMap<u64, DownloadEntry>,
+    recent: VecDeque<(u64, DownloadEntry)>,
 }
 
 impl Engine {
@@ -203,7 +319,7 @@ impl Engine {
             store_writer,
             flights: Mutex::new(HashMap::new()),
             scheduler: Scheduler::new(config.workers as usize),
-            states: Mutex::new(HashMap::new()),
+            states: Mutex::new(Downloads::default()),
             next_job: AtomicU64::new(1),
             readahead_in_flight: AtomicU64::new(0),
             counters: Counters::default(),
@@ -235,22 +351,22 @@ impl Engine {
         self.shut_down.load(Ordering::Acquire)
     }
 
-    /// The cached piece, counting a hit.
+    /// The cached piece, if any. Not counted here: the reader counts its
+    /// hits once per read, into its own dataset's [`StatSet`].
+    #[inline]
     pub fn cached(&self, key: &PieceKey) -> Option<Piece> {
-        let p = self.cache.get(key);
-        if p.is_some() {
-            self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
-        }
-        p
+        self.cache.get(key)
     }
 
     /// Ask for pieces on behalf of waiters (demand reads). Pieces already
     /// cached are delivered at once, on this thread; pieces in flight get
     /// the waiter added (and their job promoted when `urgent`); the rest are
-    /// fetched in runs of consecutive pieces.
+    /// fetched in runs of consecutive pieces. Each want counts as a hit or a
+    /// miss in `stats`.
     pub fn request(
         &self,
         provider: &Arc<dyn PieceProvider>,
+        stats: &Arc<StatSet>,
         wants: Vec<(u32, Waiter)>,
         urgent: bool,
     ) -> Result<(), Error> {
@@ -259,18 +375,21 @@ impl Engine {
             .map(|(piece, waiter)| FlightWaiter {
                 waiter,
                 provider: Arc::clone(provider),
+                stats: Arc::clone(stats),
                 piece,
                 rerouted: false,
             })
             .collect();
-        self.request_waiters(provider, wants, urgent)
+        self.request_waiters(provider, stats, wants, urgent, true)
     }
 
     fn request_waiters(
         &self,
         provider: &Arc<dyn PieceProvider>,
+        stats: &Arc<StatSet>,
         wants: Vec<FlightWaiter>,
         urgent: bool,
+        count: bool,
     ) -> Result<(), Error> {
         if self.is_shut_down() {
             return Err(shut_down_error());
@@ -279,6 +398,7 @@ impl Engine {
         let mut ready = Vec::new();
         let mut missing: Vec<(u32, u64)> = Vec::new();
         let mut promote = Vec::new();
+        let mut misses = 0u64;
         {
             let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
             for waiter in wants {
@@ -286,6 +406,7 @@ impl Engine {
                 let key = provider.key(piece);
                 if let Some(f) = flights.get_mut(&key) {
                     f.waiters.push(waiter);
+                    misses += 1;
                     if urgent {
                         promote.push(f.job);
                     }
@@ -297,6 +418,7 @@ impl Engine {
                     ready.push((waiter.waiter, p));
                     continue;
                 }
+                misses += 1;
                 let job = self.job_for(&mut missing, piece, provider.max_run());
                 flights.insert(
                     key,
@@ -307,7 +429,10 @@ impl Engine {
                     },
                 );
             }
-            self.enqueue_runs(provider, &missing, urgent, false);
+            self.enqueue_runs(provider, stats, &missing, urgent, false);
+        }
+        if count {
+            stats.lookups(ready.len() as u64, misses);
         }
         for id in promote {
             self.scheduler.promote(id);
@@ -324,6 +449,7 @@ impl Engine {
     pub fn prefetch(
         &self,
         provider: &Arc<dyn PieceProvider>,
+        stats: &Arc<StatSet>,
         range: Range<u64>,
         readahead: bool,
     ) -> bool {
@@ -357,7 +483,7 @@ impl Engine {
                 },
             );
         }
-        self.enqueue_runs(provider, &missing, false, readahead);
+        self.enqueue_runs(provider, stats, &missing, false, readahead);
         true
     }
 
@@ -373,7 +499,7 @@ impl Engine {
     /// open path refuses a dataset that fails, so no read of it is ever
     /// attempted. The largest real piece is the first one (the piece length,
     /// or the whole stream when that is shorter).
-    pub fn check_fits(&self, layout: &crate::dataset::Layout) -> Result<(), Error> {
+    pub fn check_fits(&self, layout: &Layout) -> Result<(), Error> {
         let r = layout.piece_range(0);
         let largest = r.end - r.start;
         let cache = self.config.cache_bytes;
@@ -407,6 +533,7 @@ impl Engine {
     fn enqueue_runs(
         &self,
         provider: &Arc<dyn PieceProvider>,
+        stats: &Arc<StatSet>,
         missing: &[(u32, u64)],
         urgent: bool,
         readahead: bool,
@@ -429,10 +556,22 @@ impl Engine {
             };
             self.readahead_in_flight
                 .fetch_add(readahead_bytes, Ordering::Relaxed);
-            self.set_state(job, DownloadState::Queued);
+            self.states
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .live
+                .insert(
+                    job,
+                    DownloadEntry {
+                        state: DownloadState::Queued,
+                        owner: stats_owner(stats),
+                        pieces: pieces.clone(),
+                    },
+                );
             self.scheduler.push(Job {
                 id: job,
                 provider: Arc::clone(provider),
+                stats: Arc::clone(stats),
                 pieces,
                 urgent,
                 readahead_bytes,
@@ -444,103 +583,186 @@ impl Engine {
         while let Some(job) = self.scheduler.next() {
             self.set_state(job.id, DownloadState::InProgress);
             self.counters.jobs_started.fetch_add(1, Ordering::Relaxed);
-            let outcome = self.run_job(&job);
+            let (outcome, doomed) = self.run_job(&job);
             self.readahead_in_flight
                 .fetch_sub(job.readahead_bytes, Ordering::Relaxed);
             self.scheduler.done(&job);
-            let (state, counter) = match outcome {
-                DownloadState::Completed => (outcome, &self.counters.jobs_completed),
-                DownloadState::Cancelled => (outcome, &self.counters.jobs_cancelled),
-                _ => (DownloadState::Failed, &self.counters.jobs_failed),
+            let counter = match outcome {
+                DownloadState::Completed => &self.counters.jobs_completed,
+                DownloadState::Cancelled => &self.counters.jobs_cancelled,
+                _ => {
+                    job.stats.downloads_failed.fetch_add(1, Ordering::Relaxed);
+                    &self.counters.jobs_failed
+                }
             };
             counter.fetch_add(1, Ordering::Relaxed);
-            self.finish_state(job.id, state);
+            self.finish_state(job.id, outcome);
+            // Readers learn of a failure only now, so that what they see in
+            // the statistics already shows the failed download.
+            if let Some((pieces, e)) = doomed {
+                for piece in pieces {
+                    self.complete(&job.provider.key(piece), Err(e.clone()));
+                }
+            }
         }
     }
 
-    /// Fetch a job's pieces with retries; every piece of the job ends with
-    /// its flight completed (piece or error).
-    fn run_job(&self, job: &Job) -> DownloadState {
-        let provider = &job.provider;
+    /// Fetch a job's pieces with retries. Sources may deliver the pieces
+    /// of a run in any order: completion is tracked per piece, and what a
+    /// fetch left out is asked for again (as runs of the missing pieces),
+    /// never waited for. Returns how the job ended and, unless it
+    /// completed, the pieces still to fail with their error.
+    fn run_job(&self, job: &Job) -> (DownloadState, Option<(Vec<u32>, Error)>) {
         let Some(store) = &self.store else {
-            return self.fetch_run(provider, job.pieces.clone(), &mut HashMap::new());
+            let done = Completion::new(job.pieces.clone());
+            return self.fetch_pieces(job, done, &mut HashMap::new());
         };
+        // The disk tier first (`tiers`): pieces on disk are completed from
+        // it, pieces another process fetches are left for after our own.
+        let provider = &job.provider;
+        let mut done = Completion::new(job.pieces.clone());
         let mut from_store = |piece: u32, p: Piece| {
             self.counters.store_hits.fetch_add(1, Ordering::Relaxed);
+            job.stats.fetched(stats::SourceKind::Store, p.len() as u64);
             self.complete(&provider.key(piece), Ok(p));
         };
         let mut settled = tiers::settle(store, provider, job.pieces.clone(), &mut from_store);
-        let mut state = DownloadState::Completed;
-        let mut fetch = |runs: Vec<Range<u32>>, claims: &mut HashMap<_, _>| {
-            for run in runs {
-                let s = self.fetch_run(provider, run, claims);
-                if s != DownloadState::Completed {
-                    state = s;
-                }
-            }
-        };
-        fetch(std::mem::take(&mut settled.runs), &mut settled.claims);
+        for &p in settled
+            .stored
+            .iter()
+            .chain(settled.theirs.iter().map(|(p, _)| p))
+        {
+            done.mark(p);
+        }
+        let first = self.fetch_pieces(job, done, &mut settled.claims);
+        if settled.theirs.is_empty() || first.0 == DownloadState::Cancelled {
+            return first;
+        }
         let rest = tiers::wait_for_others(store, settled.theirs, &mut from_store);
-        fetch(rest, &mut settled.claims);
-        state
+        if rest.is_empty() {
+            return first;
+        }
+        // Pieces whose other fetcher died or took too long: ours after all.
+        let mut done = Completion::new(job.pieces.clone());
+        for p in job.pieces.clone() {
+            if !rest.iter().any(|r| r.contains(&p)) {
+                done.mark(p);
+            }
+        }
+        let second = self.fetch_pieces(job, done, &mut settled.claims);
+        match (first, second) {
+            ((DownloadState::Completed, _), second) => second,
+            (first, (DownloadState::Completed, _)) => first,
+            ((state, Some((mut a, e))), (_, Some((b, _)))) => {
+                a.extend(b);
+                (state, Some((a, e)))
+            }
+            (first, _) => first,
+        }
     }
 
-    /// Fetch one run of pieces from the sources with retries; every piece
-    /// ends with its flight completed (piece or error). Fetched pieces go to
-    /// the store (and their claims are released) after their readers.
-    fn fetch_run(
+    /// Fetch the pieces of `job` that `done` does not have yet, with
+    /// retries. Fetched pieces go to the persistent store (releasing their
+    /// claims) after their readers have been served.
+    fn fetch_pieces(
         &self,
-        provider: &Arc<dyn PieceProvider>,
-        pieces: Range<u32>,
+        job: &Job,
+        mut done: Completion,
         claims: &mut HashMap<u32, crate::store::ClaimGuard>,
-    ) -> DownloadState {
-        let mut next = pieces.start;
+    ) -> (DownloadState, Option<(Vec<u32>, Error)>) {
+        let provider = &job.provider;
+        let stats = &job.stats;
+        let kind = stats.kind();
         let mut attempt: u32 = 0;
+        if done.left() == 0 {
+            return (DownloadState::Completed, None);
+        }
         loop {
             if self.is_shut_down() {
-                self.fail_pieces(provider, next..pieces.end, &shut_down_error());
-                return DownloadState::Cancelled;
+                return (
+                    DownloadState::Cancelled,
+                    Some((done.missing(), shut_down_error())),
+                );
             }
-            let before = next;
-            let result = provider.fetch(next..pieces.end, &mut |piece, data| {
-                let key = provider.key(piece);
-                let stored = data.as_ref().ok().map(Arc::clone);
-                if let Some(d) = &stored {
-                    self.counters.pieces_fetched.fetch_add(1, Ordering::Relaxed);
-                    self.counters
-                        .bytes_fetched
-                        .fetch_add(d.len() as u64, Ordering::Relaxed);
-                }
-                self.complete(&key, data);
-                let claim = claims.remove(&piece);
-                if let (Some(w), Some(d), Some(k)) =
-                    (&self.store_writer, stored, tiers::store_key(&key))
-                {
-                    w.save(k, d, claim);
-                }
-                next = next.max(piece + 1);
-            });
-            match result {
-                Ok(()) if next >= pieces.end => return DownloadState::Completed,
-                Ok(()) => {
-                    let e = Error::io("source returned fewer pieces than asked for");
-                    self.fail_pieces(provider, next..pieces.end, &e);
-                    return DownloadState::Failed;
-                }
-                Err(fault) => {
-                    if next > before {
-                        // Progress resets the count: retries are per piece.
-                        attempt = 0;
+            let before = done.left();
+            let mut result = Ok(());
+            for run in done.missing_runs() {
+                stats.requests.fetch_add(1, Ordering::Relaxed);
+                let started = Instant::now();
+                let mut first_byte = true;
+                result = provider.fetch(run, &mut |piece, data| {
+                    if first_byte {
+                        first_byte = false;
+                        stats.first_byte_us.record(started.elapsed());
                     }
-                    if !fault.transient || attempt >= self.config.retries {
-                        self.fail_pieces(provider, next..pieces.end, &fault.error);
-                        return DownloadState::Failed;
+                    if !done.mark(piece) {
+                        // Not asked for, or a second copy: kept out.
+                        if let Ok(d) = &data {
+                            stats
+                                .bytes_redundant
+                                .fetch_add(d.len() as u64, Ordering::Relaxed);
+                        }
+                        return;
                     }
-                    self.counters.retries.fetch_add(1, Ordering::Relaxed);
-                    std::thread::sleep(backoff(attempt, fault.retry_after));
-                    attempt += 1;
+                    if data.is_err() {
+                        // A piece failed for good (bad on every source):
+                        // its reader wakes now, so count what the provider
+                        // saw first.
+                        drain_counts(provider.as_ref(), stats);
+                    }
+                    if let Ok(d) = &data {
+                        self.counters.pieces_fetched.fetch_add(1, Ordering::Relaxed);
+                        self.counters
+                            .bytes_fetched
+                            .fetch_add(d.len() as u64, Ordering::Relaxed);
+                        stats.fetched(kind, d.len() as u64);
+                    }
+                    let key = provider.key(piece);
+                    let to_store = data.as_ref().ok().map(Arc::clone);
+                    if !self.complete(&key, data) {
+                        // Someone else's copy completed it first (endgame).
+                        stats.bytes_redundant.fetch_add(
+                            provider.layout().piece_range(piece).end
+                                - provider.layout().piece_range(piece).start,
+                            Ordering::Relaxed,
+                        );
+                    }
+                    let claim = claims.remove(&piece);
+                    if let (Some(w), Some(p), Some(k)) = (
+                        &self.store_writer,
+                        to_store,
+                        tiers::store_key(&key, provider.keys_persist()),
+                    ) {
+                        w.save(k, p, claim);
+                    }
+                });
+                drain_counts(provider.as_ref(), stats);
+                if result.is_err() {
+                    break;
                 }
             }
+            if done.left() == 0 {
+                return (DownloadState::Completed, None);
+            }
+            let fault = match result {
+                Ok(()) => Fault::transient(Error::io(format!(
+                    "the source left out {} of the pieces asked for (first: {})",
+                    done.left(),
+                    done.missing().first().copied().unwrap_or(0)
+                ))),
+                Err(f) => f,
+            };
+            if done.left() < before {
+                // Progress resets the count: retries are per piece.
+                attempt = 0;
+            }
+            if !fault.transient || attempt >= self.config.retries {
+                return (DownloadState::Failed, Some((done.missing(), fault.error)));
+            }
+            self.counters.retries.fetch_add(1, Ordering::Relaxed);
+            stats.retries.fetch_add(1, Ordering::Relaxed);
+            std::thread::sleep(backoff(attempt, fault.retry_after));
+            attempt += 1;
         }
     }
 
@@ -551,7 +773,8 @@ impl Engine {
     }
 
     /// A piece arrived (or failed): cache it, then serve its waiters.
-    fn complete(&self, key: &PieceKey, result: Result<Piece, Error>) {
+    /// False when no download waited for it (another copy came first).
+    fn complete(&self, key: &PieceKey, result: Result<Piece, Error>) -> bool {
         if let Ok(piece) = &result {
             self.cache.insert(*key, Arc::clone(piece));
         }
@@ -560,38 +783,47 @@ impl Engine {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(key);
-        let Some(flight) = flight else { return };
+        let Some(flight) = flight else {
+            return false;
+        };
         for w in flight.waiters {
             let foreign = !same_provider(&w.provider, &flight.provider);
             if result.is_err() && foreign && !w.rerouted {
                 let provider = Arc::clone(&w.provider);
+                let stats = Arc::clone(&w.stats);
                 let retry = FlightWaiter {
                     rerouted: true,
                     ..w
                 };
                 // On failure (shut down) the waiter was dropped inside,
-                // which fails its read.
-                let _ = self.request_waiters(&provider, vec![retry], true);
+                // which fails its read. Not counted again: the read's
+                // miss was counted when it first asked.
+                let _ = self.request_waiters(&provider, &stats, vec![retry], true, false);
             } else {
                 w.waiter.deliver(&result);
             }
         }
+        true
     }
 
     fn set_state(&self, job: u64, state: DownloadState) {
-        self.states
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(job, state);
+        let mut st = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = st.live.get_mut(&job) {
+            e.state = state;
+        }
     }
 
-    /// Finished jobs leave the table: only live downloads are listed, and the
-    /// table cannot grow with the number of downloads ever made.
-    fn finish_state(&self, job: u64, _state: DownloadState) {
-        self.states
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&job);
+    /// Finished jobs leave the live table (so it cannot grow with the number
+    /// of downloads ever made) for a short list of recent ones.
+    fn finish_state(&self, job: u64, state: DownloadState) {
+        let mut st = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(mut e) = st.live.remove(&job) {
+            e.state = state;
+            if st.recent.len() >= RECENT_DOWNLOADS {
+                st.recent.pop_front();
+            }
+            st.recent.push_back((job, e));
+        }
     }
 
     /// The downloads queued or running now.
@@ -600,11 +832,43 @@ impl Engine {
             .states
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .live
             .iter()
-            .map(|(k, v)| (*k, *v))
+            .map(|(k, e)| (*k, e.state))
             .collect();
         v.sort_unstable_by_key(|(k, _)| *k);
         v
+    }
+
+    /// Downloads live and recently finished, of one dataset (by its
+    /// counters) or of all: what the statistics list.
+    pub fn download_infos(&self, of: Option<&Arc<StatSet>>) -> Vec<DownloadInfo> {
+        let owner = of.map(stats_owner);
+        let st = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<DownloadInfo> = st
+            .recent
+            .iter()
+            .map(|(k, e)| (k, e))
+            .chain(st.live.iter())
+            .filter(|(_, e)| owner.is_none_or(|o| o == e.owner))
+            .map(|(k, e)| DownloadInfo {
+                id: *k,
+                state: e.state,
+                pieces: e.pieces.clone(),
+            })
+            .collect();
+        v.sort_unstable_by_key(|d| d.id);
+        v
+    }
+
+    /// The gauges of the statistics for one dataset or the process.
+    pub fn gauges(&self, of: Option<&Arc<StatSet>>) -> Gauges {
+        Gauges {
+            downloads: self.download_infos(of),
+            peers_connected: 0,
+            cache_bytes_used: self.cache.bytes(),
+            store_bytes_used: self.store.as_ref().map_or(0, |s| s.stats().bytes_used),
+        }
     }
 
     pub fn stats(&self) -> Stats {
@@ -618,7 +882,7 @@ impl Engine {
             pieces_fetched: l(&c.pieces_fetched),
             bytes_fetched: l(&c.bytes_fetched),
             retries: l(&c.retries),
-            cache_hits: l(&c.cache_hits),
+            cache_hits: stats::process_wide().cache_hits,
             store_hits: l(&c.store_hits),
         }
     }
@@ -662,6 +926,26 @@ impl Engine {
         }
         self.cache.clear();
     }
+}
+
+/// Move what the provider counted itself (hash failures, second copies)
+/// into the dataset's statistics.
+fn drain_counts(provider: &dyn PieceProvider, stats: &StatSet) {
+    let failed = provider.take_hash_failed_bytes();
+    if failed > 0 {
+        stats.bytes_hash_failed.fetch_add(failed, Ordering::Relaxed);
+    }
+    let redundant = provider.take_redundant_bytes();
+    if redundant > 0 {
+        stats
+            .bytes_redundant
+            .fetch_add(redundant, Ordering::Relaxed);
+    }
+}
+
+/// Identifies a dataset's counters in the download table.
+fn stats_owner(stats: &Arc<StatSet>) -> u64 {
+    stats.id()
 }
 
 fn shut_down_error() -> Error {

@@ -1,6 +1,7 @@
-//! Sequential-read detection and the readahead window of one handle.
+//! Sequential-read detection and the readahead window of one reader (a
+//! handle's offset, a `Reader`, the positional reads of a dataset).
 //!
-//! A handle that reads where its previous read ended (within a small
+//! A reader that reads where its previous read ended (within a small
 //! tolerance, so that a few reordered reads do not reset it: mountpoint-s3
 //! #488) is sequential. While it stays sequential the engine keeps a window
 //! of pieces ahead of it queued at normal priority. The window starts at

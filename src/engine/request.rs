@@ -16,9 +16,11 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
 
+use super::layout::PieceSlice;
+use super::stats::StatSet;
 use crate::completion::{Completion, Ring};
-use crate::dataset::PieceSlice;
 use crate::Error;
 
 /// Where a read's bytes go. Implemented by the FFI layer over the caller's
@@ -35,8 +37,17 @@ pub type PendingTable = Arc<Mutex<HashMap<u64, Arc<ReadRequest>>>>;
 pub struct ReadRequest {
     len: usize,
     end: End,
+    /// Counts the read's outcome and latency when it finishes (async reads;
+    /// a synchronous reader counts its own).
+    meter: Option<Meter>,
     state: Mutex<State>,
     finished: Condvar,
+}
+
+/// Where an asynchronous read's outcome is counted.
+pub struct Meter {
+    pub stats: Arc<StatSet>,
+    pub started: Instant,
 }
 
 /// How a request reports its end.
@@ -68,6 +79,7 @@ impl ReadRequest {
         target: Box<dyn ReadTarget>,
         ring: Arc<Ring>,
         table: PendingTable,
+        meter: Option<Meter>,
     ) -> Arc<ReadRequest> {
         Self::new(
             len,
@@ -78,18 +90,26 @@ impl ReadRequest {
                 ring,
                 table,
             },
+            meter,
         )
     }
 
     /// A request that a thread waits for with [`wait`](Self::wait).
     pub fn waited(len: usize, slices: usize, target: Box<dyn ReadTarget>) -> Arc<ReadRequest> {
-        Self::new(len, slices, target, End::Wait)
+        Self::new(len, slices, target, End::Wait, None)
     }
 
-    fn new(len: usize, slices: usize, target: Box<dyn ReadTarget>, end: End) -> Arc<ReadRequest> {
+    fn new(
+        len: usize,
+        slices: usize,
+        target: Box<dyn ReadTarget>,
+        end: End,
+        meter: Option<Meter>,
+    ) -> Arc<ReadRequest> {
         let req = Arc::new(ReadRequest {
             len,
             end,
+            meter,
             state: Mutex::new(State {
                 target: Some(target),
                 pending_slices: slices,
@@ -150,6 +170,12 @@ impl ReadRequest {
 
     fn finish(&self, st: &mut State, result: Result<usize, Error>) {
         st.target = None;
+        if let Some(m) = &self.meter {
+            match &result {
+                Ok(n) => m.stats.delivered(*n as u64, Some(m.started.elapsed())),
+                Err(e) => m.stats.read_failed(e.errno()),
+            }
+        }
         match &self.end {
             End::Ring {
                 user_data,

@@ -10,11 +10,14 @@ use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::{Arc, Condvar, Mutex};
 
+use super::stats::StatSet;
 use super::PieceProvider;
 
 pub struct Job {
     pub id: u64,
     pub provider: Arc<dyn PieceProvider>,
+    /// The counters of the dataset the job runs for.
+    pub stats: Arc<StatSet>,
     pub pieces: Range<u32>,
     pub urgent: bool,
     /// Bytes this job counts against the global readahead budget.

@@ -16,20 +16,29 @@ use super::buffers::PieceBuf;
 use super::{Piece, PieceKey, PieceProvider};
 use crate::store::{Claim, ClaimGuard, DiskStore, StoreKey, CLAIM_TIMEOUT};
 
-/// The store's name for a piece, when it can outlive the process. Plain
-/// objects' keys are per-process ids for now, so only torrent pieces
-/// (keyed by their SHA-1) are kept.
-pub fn store_key(key: &PieceKey) -> Option<StoreKey> {
+/// The store's name for a piece, when it can outlive the process: a
+/// torrent piece by its SHA-1; a plain object's block by a digest of its
+/// object id (URI, validator, block size: `keys`) and index, when the
+/// provider's keys persist.
+pub fn store_key(key: &PieceKey, persistent: bool) -> Option<StoreKey> {
+    use sha1::{Digest, Sha1};
     match key {
         PieceKey::Sha1(h) => Some(StoreKey::Torrent(*h)),
+        PieceKey::Object(id, index) if persistent => {
+            let mut h = Sha1::new();
+            h.update(b"gtio object block v1\0");
+            h.update(id.to_bytes());
+            h.update(index.to_be_bytes());
+            Some(StoreKey::Object(h.finalize().into()))
+        }
         PieceKey::Object(..) => None,
     }
 }
 
 /// What the disk tier made of a job's pieces.
 pub struct Settled {
-    /// Runs still to fetch from the sources.
-    pub runs: Vec<Range<u32>>,
+    /// Pieces completed from the store.
+    pub stored: Vec<u32>,
     /// Claims to release once each piece is saved (or failed).
     pub claims: HashMap<u32, ClaimGuard>,
     /// Pieces another process is fetching: wait for them with
@@ -46,25 +55,27 @@ pub fn settle(
     pieces: Range<u32>,
     complete: &mut dyn FnMut(u32, Piece),
 ) -> Settled {
-    let mut runs: Vec<Range<u32>> = Vec::new();
+    let mut stored = Vec::new();
     let mut claims = HashMap::new();
     let mut waits = Vec::new();
+    let persistent = provider.keys_persist();
     for piece in pieces {
-        let Some(key) = store_key(&provider.key(piece)) else {
-            push_piece(&mut runs, piece);
+        let Some(key) = store_key(&provider.key(piece), persistent) else {
             continue;
         };
         match store.claim(&key) {
-            Claim::Stored(data) => complete(piece, Arc::new(PieceBuf::from(data))),
+            Claim::Stored(data) => {
+                complete(piece, Arc::new(PieceBuf::from(data)));
+                stored.push(piece);
+            }
             Claim::Theirs => waits.push((piece, key)),
             Claim::Mine(guard) => {
                 claims.insert(piece, guard);
-                push_piece(&mut runs, piece);
             }
         }
     }
     Settled {
-        runs,
+        stored,
         claims,
         theirs: waits,
     }

@@ -18,14 +18,15 @@
 //! torrent it is the SHA-1 of the group's piece hashes (computed once per
 //! unit, on first use), so identical runs are still shared across datasets.
 
+use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 
 use sha1::{Digest, Sha1};
 
 use super::buffers::PieceBuf;
+use super::layout::Layout;
 use super::{Piece, PieceKey, PieceProvider};
-use crate::dataset::Layout;
 use crate::source::Fault;
 use crate::Error;
 
@@ -89,10 +90,11 @@ impl Units {
     }
 }
 
-/// The unit being put together from its pieces.
+/// A unit being put together from its pieces, which may come in any order.
 struct Assembly {
-    unit: u32,
     buf: PieceBuf,
+    /// Which inner pieces are in (by index inside the unit).
+    got: Vec<bool>,
     /// Inner pieces still to come.
     left: u32,
     error: Option<Error>,
@@ -132,24 +134,26 @@ impl PieceProvider for Units {
         deliver: &mut dyn FnMut(u32, Result<Piece, Error>),
     ) -> Result<(), Fault> {
         let inner_layout = self.inner.layout();
-        let mut asm: Option<Assembly> = None;
-        self.inner
+        let mut building: HashMap<u32, Assembly> = HashMap::new();
+        let result = self
+            .inner
             .fetch(self.inner_pieces(units), &mut |piece, result| {
                 let unit = piece / self.group;
-                if asm.as_ref().is_none_or(|a| a.unit != unit) {
-                    // Pieces come in order; a new unit starts with its first.
+                let first = self.inner_pieces(unit..unit + 1);
+                let a = building.entry(unit).or_insert_with(|| {
                     let r = self.layout.piece_range(unit);
-                    let pieces = self.inner_pieces(unit..unit + 1);
-                    asm = Some(Assembly {
-                        unit,
+                    Assembly {
                         buf: PieceBuf::reuse((r.end - r.start) as usize),
-                        left: pieces.end - pieces.start,
+                        got: vec![false; (first.end - first.start) as usize],
+                        left: first.end - first.start,
                         error: None,
-                    });
+                    }
+                });
+                let i = (piece - first.start) as usize;
+                if a.got.get(i).copied().unwrap_or(true) {
+                    return; // a second copy (or not a piece of the unit)
                 }
-                let Some(a) = asm.as_mut() else {
-                    return;
-                };
+                a.got[i] = true;
                 match result {
                     Ok(data) => {
                         let at = (inner_layout.piece_range(piece).start
@@ -163,16 +167,26 @@ impl PieceProvider for Units {
                         a.error.get_or_insert(e);
                     }
                 }
-                a.left = a.left.saturating_sub(1);
+                a.left -= 1;
                 if a.left == 0 {
-                    if let Some(done) = asm.take() {
+                    if let Some(done) = building.remove(&unit) {
                         match done.error {
                             Some(e) => deliver(unit, Err(e)),
                             None => deliver(unit, Ok(Arc::new(done.buf))),
                         }
                     }
                 }
-            })
+            });
+        // Units left incomplete are asked for again by the engine.
+        result
+    }
+
+    fn take_hash_failed_bytes(&self) -> u64 {
+        self.inner.take_hash_failed_bytes()
+    }
+
+    fn take_redundant_bytes(&self) -> u64 {
+        self.inner.take_redundant_bytes()
     }
 }
 

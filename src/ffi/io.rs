@@ -64,7 +64,7 @@ pub extern "C" fn gtio_close(gtio: *mut GTIO, err: *mut GTIO_Error) -> i32 {
     })
 }
 
-fn count_arg(count: usize) -> Result<usize> {
+pub(crate) fn count_arg(count: usize) -> Result<usize> {
     if count as u64 > i64::MAX as u64 {
         return Err(Error::invalid("count is larger than INT64_MAX"));
     }
@@ -73,7 +73,7 @@ fn count_arg(count: usize) -> Result<usize> {
 
 /// # Safety
 /// `buf` is valid for writes of `count` bytes (checked non-NULL if count>0).
-unsafe fn buf_arg<'a>(buf: *mut c_void, count: usize) -> Result<&'a mut [u8]> {
+pub(crate) unsafe fn buf_arg<'a>(buf: *mut c_void, count: usize) -> Result<&'a mut [u8]> {
     if count == 0 {
         return Ok(&mut []);
     }
@@ -137,18 +137,19 @@ pub extern "C" fn gtio_lseek(
 ) -> i64 {
     ffi_guard!("gtio_lseek", err, -1, {
         let ds = registry::dataset(gtio)?;
-        let whence = match whence {
-            libc::SEEK_SET => Whence::Set,
-            libc::SEEK_CUR => Whence::Current,
-            libc::SEEK_END => Whence::End,
-            w => {
-                return Err(Error::invalid(format!(
-                    "bad whence {w}: use SEEK_SET, SEEK_CUR or SEEK_END"
-                )))
-            }
-        };
-        Ok(ds.seek(offset, whence)? as i64)
+        Ok(ds.seek(offset, whence_arg(whence)?)? as i64)
     })
+}
+
+pub(crate) fn whence_arg(whence: i32) -> Result<Whence> {
+    match whence {
+        libc::SEEK_SET => Ok(Whence::Set),
+        libc::SEEK_CUR => Ok(Whence::Current),
+        libc::SEEK_END => Ok(Whence::End),
+        w => Err(Error::invalid(format!(
+            "bad whence {w}: use SEEK_SET, SEEK_CUR or SEEK_END"
+        ))),
+    }
 }
 
 /// Size of the dataset's stream in bytes, or -1 with `*err`. Never blocks.

@@ -27,6 +27,8 @@ mod fork;
 mod io;
 mod library;
 mod listing;
+mod reader;
+mod stats;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -39,11 +41,15 @@ pub use async_io::{gtio_cancel, gtio_poll, gtio_poll_fd, gtio_pread_async};
 pub use io::{
     gtio_close, gtio_lseek, gtio_open_uri, gtio_pread, gtio_prefetch, gtio_read, gtio_size,
 };
-pub use library::{gtio_config_default, gtio_lib_fini, gtio_lib_init, gtio_version};
+pub use library::{
+    gtio_config_default, gtio_lib_fini, gtio_lib_init, gtio_set_setting, gtio_version,
+};
 pub use listing::{
     gtio_closedir, gtio_free_file_list, gtio_get_file_list, gtio_open_gto, gtio_opendir,
     gtio_readdir,
 };
+pub use reader::{gtio_reader_close, gtio_reader_lseek, gtio_reader_open, gtio_reader_read};
+pub use stats::gtio_stats_json;
 
 /// Run an export's body: catch panics, report errors through `err`.
 pub(crate) fn guard<T>(

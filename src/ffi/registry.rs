@@ -10,10 +10,10 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use super::types::{GTIO_Dir, GTIO};
+use super::types::{GTIO_Dir, GTIO_Reader, GTIO};
 use crate::dataset::FileEntry;
 use crate::fork_safe::ForkSafe;
-use crate::{Dataset, Error, Result};
+use crate::{Dataset, Error, Reader, Result};
 
 /// Tokens start high and step by 16 so they look like aligned pointers to
 /// tools that check, and never collide with small integers or NULL.
@@ -53,6 +53,40 @@ type Table<T> = RwLock<HashMap<usize, (u32, T), std::hash::BuildHasherDefault<To
 static DATASETS: ForkSafe<Table<Arc<Dataset>>> = ForkSafe::new(|| RwLock::new(HashMap::default()));
 static DIRS: ForkSafe<Table<Arc<Mutex<DirCursor>>>> =
     ForkSafe::new(|| RwLock::new(HashMap::default()));
+static READERS: ForkSafe<Table<Arc<Reader>>> = ForkSafe::new(|| RwLock::new(HashMap::default()));
+
+fn bad_reader() -> Error {
+    Error::new(
+        libc::EBADF,
+        "bad reader handle: closed, or not from gtio_reader_open",
+    )
+}
+
+pub fn insert_reader(r: Reader) -> *mut GTIO_Reader {
+    let token = next_token();
+    READERS
+        .get()
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(token, (crate::runtime::process_id(), Arc::new(r)));
+    std::ptr::without_provenance_mut(token)
+}
+
+pub fn reader(r: *mut GTIO_Reader) -> Result<Arc<Reader>> {
+    let table = READERS.get().read().unwrap_or_else(|e| e.into_inner());
+    match table.get(&r.addr()) {
+        Some((pid, r)) if *pid == crate::runtime::process_id() => Ok(Arc::clone(r)),
+        _ => Err(bad_reader()),
+    }
+}
+
+pub fn remove_reader(r: *mut GTIO_Reader) -> Result<()> {
+    let mut table = READERS.get().write().unwrap_or_else(|e| e.into_inner());
+    match table.remove(&r.addr()) {
+        Some((pid, _)) if pid == crate::runtime::process_id() => Ok(()),
+        _ => Err(bad_reader()),
+    }
+}
 
 /// What `gtio_readdir` walks.
 pub struct DirCursor {
@@ -125,6 +159,11 @@ pub fn remove_dir(d: *mut GTIO_Dir) -> Result<()> {
 /// Take every handle of this process out of the registry (`gtio_lib_fini`).
 pub fn drain_all() -> Vec<Arc<Dataset>> {
     DIRS.get()
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .clear();
+    READERS
+        .get()
         .write()
         .unwrap_or_else(|e| e.into_inner())
         .clear();

@@ -24,6 +24,12 @@ pub struct GTIO_Dir {
     _opaque: [u8; 0],
 }
 
+/// A reader over a byte range of a dataset, with its own offset and
+/// readahead (`gtio_reader_open`). Opaque, like `GTIO`.
+pub struct GTIO_Reader {
+    _opaque: [u8; 0],
+}
+
 /// Why a call failed. Filled only on failure; `err` may always be NULL.
 #[repr(C)]
 pub struct GTIO_Error {

@@ -12,16 +12,21 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use crate::completion::{self, Completion};
 use crate::dataset::{FileEntry, PieceSlice};
 use crate::engine::readahead::Readahead;
-use crate::engine::request::{BorrowedBuf, PendingTable, ReadRequest, ReadTarget};
+use crate::engine::request::{BorrowedBuf, Meter, PendingTable, ReadRequest, ReadTarget};
+use crate::engine::stats::{self, SourceKind, StatSet, TIMED_READ_BYTES};
 use crate::engine::{PieceProvider, Waiter};
 use crate::runtime::Runtime;
 use crate::{Error, Result};
 
 mod open;
+mod reader;
+
+pub use reader::Reader;
 
 /// `lseek`'s origin.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,9 +44,14 @@ pub struct Dataset {
     /// What reads go through: `provider`, or runs of its tiny pieces as one
     /// unit (`engine::units`).
     reads: Arc<dyn PieceProvider>,
-    position: Mutex<u64>,
+    /// The handle's own offset and readahead: one reader (`read`, `seek`).
+    cursor: Mutex<Cursor>,
+    /// The window of positional reads (`pread`, `pread_async`), which have
+    /// no reader of their own.
     readahead: Mutex<Readahead>,
     pending: PendingTable,
+    /// This dataset's counters (`gtio_stats_json`).
+    stats: Arc<StatSet>,
     closed: AtomicBool,
     /// The torrent's name, or the URI's last path segment (set by `open`).
     name: String,
@@ -59,7 +69,11 @@ impl std::fmt::Debug for Dataset {
 }
 
 impl Dataset {
-    pub(crate) fn new(runtime: Arc<Runtime>, provider: Arc<dyn PieceProvider>) -> Dataset {
+    pub(crate) fn new(
+        runtime: Arc<Runtime>,
+        provider: Arc<dyn PieceProvider>,
+        kind: SourceKind,
+    ) -> Dataset {
         let readahead = Readahead::new(runtime.config().readahead_max_bytes);
         let name = provider
             .layout()
@@ -73,9 +87,13 @@ impl Dataset {
             runtime,
             provider,
             reads,
-            position: Mutex::new(0),
+            cursor: Mutex::new(Cursor {
+                pos: 0,
+                readahead: readahead.clone(),
+            }),
             readahead: Mutex::new(readahead),
             pending: Arc::new(Mutex::new(HashMap::new())),
+            stats: StatSet::new(kind),
             closed: AtomicBool::new(false),
             name,
             mtime: None,
@@ -125,25 +143,54 @@ impl Dataset {
     /// Cache hits are copied on this thread; the workers copy the rest into
     /// `buf` as the pieces arrive, while this thread waits.
     pub fn pread(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
+        self.read_in(buf, offset, &mut Window::Positional)
+    }
+
+    /// A read whose readahead goes to `window`.
+    pub(crate) fn read_in(
+        &self,
+        buf: &mut [u8],
+        offset: u64,
+        window: &mut Window<'_>,
+    ) -> Result<usize> {
         self.check_open()?;
+        let result = self.pread_inner(buf, offset, window);
+        if let Err(e) = &result {
+            self.stats.read_failed(e.errno());
+        }
+        result
+    }
+
+    fn pread_inner(&self, buf: &mut [u8], offset: u64, window: &mut Window<'_>) -> Result<usize> {
         let layout = self.reads.layout();
         let range = layout.clip(offset, buf.len() as u64);
         if range.is_empty() {
             return Ok(0);
         }
         let len = (range.end - range.start) as usize;
+        // Small hits are not timed (see `engine::stats`).
+        let mut started = (len >= TIMED_READ_BYTES).then(Instant::now);
         let engine = self.runtime.engine();
         let mut misses: Vec<PieceSlice> = Vec::new();
+        let mut hits = 0u64;
         for slice in layout.slices(&range) {
             match engine.cached(&self.reads.key(slice.piece)) {
-                Some(piece) => copy_slice(buf, &slice, &piece),
+                Some(piece) => {
+                    copy_slice(buf, &slice, &piece);
+                    hits += 1;
+                }
                 None => misses.push(slice),
             }
         }
         if misses.is_empty() {
-            self.read_ahead(&range);
+            self.stats.lookups(hits, 0);
+            self.stats
+                .delivered(len as u64, started.map(|t| t.elapsed()));
+            self.advance(window, &range);
             return Ok(len);
         }
+        self.stats.lookups(hits, 0);
+        let started = *started.get_or_insert_with(Instant::now);
         // SAFETY: `buf` is borrowed for this whole call, and the call
         // returns only once `req` is finished (waited for, or cancelled),
         // after which no worker writes through the target.
@@ -153,20 +200,23 @@ impl Dataset {
             .into_iter()
             .map(|slice| (slice.piece, Waiter::new(Arc::clone(&req), slice)))
             .collect();
-        if let Err(e) = engine.request(&self.reads, wants, true) {
+        if let Err(e) = engine.request(&self.reads, &self.stats, wants, true) {
             req.cancel();
             return Err(e);
         }
-        self.read_ahead(&range);
-        req.wait()
+        self.advance(window, &range);
+        let n = req.wait()?;
+        self.stats.delivered(n as u64, Some(started.elapsed()));
+        Ok(n)
     }
 
     /// Read at the handle's offset and advance it.
     pub fn read(&self, buf: &mut [u8]) -> Result<usize> {
         self.check_open()?;
-        let mut pos = self.position.lock().unwrap_or_else(|e| e.into_inner());
-        let n = self.pread(buf, *pos)?;
-        *pos += n as u64;
+        let mut guard = self.cursor.lock().unwrap_or_else(|e| e.into_inner());
+        let c = &mut *guard;
+        let n = self.read_in(buf, c.pos, &mut Window::Own(&mut c.readahead, u64::MAX))?;
+        c.pos += n as u64;
         Ok(n)
     }
 
@@ -174,25 +224,14 @@ impl Dataset {
     /// end are allowed (reads there return 0), negative ones are not.
     pub fn seek(&self, offset: i64, whence: Whence) -> Result<u64> {
         self.check_open()?;
-        let mut pos = self.position.lock().unwrap_or_else(|e| e.into_inner());
-        let base: i128 = match whence {
-            Whence::Set => 0,
-            Whence::Current => i128::from(*pos),
-            Whence::End => i128::from(self.size()),
-        };
-        let new = base + i128::from(offset);
-        if new < 0 || new > i128::from(i64::MAX) {
-            return Err(Error::invalid(format!(
-                "seek to {new} is outside 0..=i64::MAX"
-            )));
-        }
-        *pos = new as u64;
-        Ok(*pos)
+        let mut c = self.cursor.lock().unwrap_or_else(|e| e.into_inner());
+        c.pos = seek_target(c.pos, self.size(), offset, whence)?;
+        Ok(c.pos)
     }
 
     /// The handle's offset.
     pub fn tell(&self) -> u64 {
-        *self.position.lock().unwrap_or_else(|e| e.into_inner())
+        self.cursor.lock().unwrap_or_else(|e| e.into_inner()).pos
     }
 
     /// Submit an asynchronous read of `len` bytes at `offset` into `target`.
@@ -226,6 +265,10 @@ impl Dataset {
             target,
             Arc::clone(&ring),
             Arc::clone(&self.pending),
+            Some(Meter {
+                stats: Arc::clone(&self.stats),
+                started: Instant::now(),
+            }),
         );
         {
             // Checked under the table lock, so `close` either sees this
@@ -253,7 +296,7 @@ impl Dataset {
         if let Err(e) = self
             .runtime
             .engine()
-            .request(&self.reads, wants, !background)
+            .request(&self.reads, &self.stats, wants, !background)
         {
             // Nothing was queued: take the request back silently.
             self.pending
@@ -295,7 +338,9 @@ impl Dataset {
         let half_cache = self.runtime.config().cache_bytes / 2;
         let range = self.reads.layout().clip(offset, len.min(half_cache));
         if !range.is_empty() {
-            self.runtime.engine().prefetch(&self.reads, range, false);
+            self.runtime
+                .engine()
+                .prefetch(&self.reads, &self.stats, range, false);
         }
         Ok(())
     }
@@ -325,6 +370,41 @@ impl Dataset {
         self.runtime.engine().stats()
     }
 
+    /// This dataset's counters now.
+    pub fn stats(&self) -> stats::Snapshot {
+        self.stats.snapshot()
+    }
+
+    /// This dataset's statistics as `gtio_stats_json` gives them.
+    pub fn stats_json(&self) -> String {
+        let gauges = self.runtime.engine().gauges(Some(&self.stats));
+        stats::to_json(&self.stats.snapshot(), &gauges)
+    }
+
+    fn advance(&self, window: &mut Window<'_>, range: &Range<u64>) {
+        match window {
+            Window::Positional => self.read_ahead(range),
+            Window::Own(ra, end) => self.read_ahead_in(ra, range, *end),
+        }
+    }
+
+    /// Readahead for a reader's own window, never past `end` (the end of
+    /// the reader's range: a file's reader does not fetch the next file).
+    fn read_ahead_in(&self, ra: &mut Readahead, range: &Range<u64>, end: u64) {
+        let Some(w) = ra.on_read(range) else { return };
+        let w = w.start..w.end.min(end);
+        if w.is_empty() {
+            return;
+        }
+        if !self
+            .runtime
+            .engine()
+            .prefetch(&self.reads, &self.stats, w.clone(), true)
+        {
+            ra.retract(w.start);
+        }
+    }
+
     fn read_ahead(&self, range: &Range<u64>) {
         let window = self
             .readahead
@@ -332,7 +412,11 @@ impl Dataset {
             .unwrap_or_else(|e| e.into_inner())
             .on_read(range);
         if let Some(w) = window {
-            if !self.runtime.engine().prefetch(&self.reads, w.clone(), true) {
+            if !self
+                .runtime
+                .engine()
+                .prefetch(&self.reads, &self.stats, w.clone(), true)
+            {
                 self.readahead
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -340,6 +424,37 @@ impl Dataset {
             }
         }
     }
+}
+
+/// Where a read's readahead goes.
+pub(crate) enum Window<'a> {
+    /// The dataset's window of positional reads.
+    Positional,
+    /// A reader's own window, prefetching up to the end offset given.
+    Own(&'a mut Readahead, u64),
+}
+
+/// A reader's offset and its readahead window.
+struct Cursor {
+    pos: u64,
+    readahead: Readahead,
+}
+
+/// The offset `lseek` moves to from `pos` in a stream of `size` bytes.
+/// Past the end is allowed (reads there return 0); negative is not.
+pub(crate) fn seek_target(pos: u64, size: u64, offset: i64, whence: Whence) -> Result<u64> {
+    let base: i128 = match whence {
+        Whence::Set => 0,
+        Whence::Current => i128::from(pos),
+        Whence::End => i128::from(size),
+    };
+    let new = base + i128::from(offset);
+    if new < 0 || new > i128::from(i64::MAX) {
+        return Err(Error::invalid(format!(
+            "seek to {new} is outside 0..=i64::MAX"
+        )));
+    }
+    Ok(new as u64)
 }
 
 impl Drop for Dataset {

@@ -14,6 +14,7 @@ use super::Dataset;
 use crate::dataset::metainfo::{self, MAX_METAINFO_BYTES};
 use crate::dataset::object::{uri_basename, ObjectProvider};
 use crate::dataset::torrent::{Origin, TorrentProvider};
+use crate::engine::stats::SourceKind;
 use crate::error::redact_url;
 use crate::runtime;
 use crate::source::file::{path_of_file_uri, FileObject};
@@ -24,11 +25,12 @@ use crate::{Error, Result};
 impl Dataset {
     /// Open a dataset by URI (`http://`, `https://`, `file://`): a torrent
     /// when the path ends in `.torrent` or the server says
-    /// `application/x-bittorrent`, else a plain object. `cred` is sent as
+    /// `application/x-bittorrent`, else a plain object. `cred` (else the
+    /// `cred` setting, `GTIO_CRED`) is sent as
     /// `Authorization` to the URI's host only.
     pub fn open(uri: &str, cred: Option<&str>) -> Result<Dataset> {
         let rt = runtime::get()?;
-        let secret = cred.map(Secret::new);
+        let secret = cred.map(Secret::new).or_else(default_cred);
         let scheme = uri
             .split_once("://")
             .map(|(s, _)| s.to_ascii_lowercase())
@@ -47,7 +49,7 @@ impl Dataset {
                     return Dataset::from_metainfo(&bytes, Origin::Local, secret, None);
                 }
                 let obj = FileObject::open(uri)?;
-                Dataset::from_object(Box::new(obj), uri, block)
+                Dataset::from_object(Box::new(obj), uri, block, SourceKind::File)
             }
             "http" | "https" => {
                 // One deadline for the whole open (open_timeout_ms): HEAD,
@@ -60,7 +62,7 @@ impl Dataset {
                 if obj.is_torrent() {
                     return Dataset::open_remote_torrent(uri, secret, deadline);
                 }
-                Dataset::from_object(Box::new(obj), uri, block)
+                Dataset::from_object(Box::new(obj), uri, block, SourceKind::Http)
             }
             other => Err(Error::invalid(format!(
                 "unsupported URI scheme {other:?}: use http://, https:// or file://"
@@ -71,15 +73,22 @@ impl Dataset {
     /// Open a torrent from its metainfo bytes (copied: the caller may free
     /// the buffer at once). `cred` goes to every web seed it names.
     pub fn open_gto(metainfo: &[u8], cred: Option<&str>) -> Result<Dataset> {
-        Dataset::from_metainfo(metainfo, Origin::Local, cred.map(Secret::new), None)
+        runtime::get()?;
+        let cred = cred.map(Secret::new).or_else(default_cred);
+        Dataset::from_metainfo(metainfo, Origin::Local, cred, None)
     }
 
-    fn from_object(source: Box<dyn RangeSource>, uri: &str, block: u32) -> Result<Dataset> {
+    fn from_object(
+        source: Box<dyn RangeSource>,
+        uri: &str,
+        block: u32,
+        kind: SourceKind,
+    ) -> Result<Dataset> {
         let rt = runtime::get()?;
         let name = uri_basename(uri);
         let mtime = source.mtime();
         let provider = ObjectProvider::new(source, name.clone(), block)?;
-        let mut ds = Dataset::new(rt, Arc::new(provider));
+        let mut ds = Dataset::new(rt, Arc::new(provider), kind);
         ds.name = name;
         ds.mtime = mtime;
         Ok(ds)
@@ -100,7 +109,7 @@ impl Dataset {
         let provider = TorrentProvider::new(meta, origin, Arc::clone(rt.http()), cred, cred_host)?;
         rt.engine()
             .check_fits(crate::engine::PieceProvider::layout(&provider))?;
-        let mut ds = Dataset::new(rt, Arc::new(provider));
+        let mut ds = Dataset::new(rt, Arc::new(provider), SourceKind::Webseed);
         ds.name = name;
         ds.mtime = mtime;
         Ok(ds)
@@ -142,6 +151,12 @@ impl Dataset {
         Dataset::from_metainfo(&bytes, Origin::Remote, cred, Some(&host))
             .map_err(|e| e.context(format!("torrent {}", redact_url(uri))))
     }
+}
+
+/// The `cred` setting (`GTIO_CRED`): used as if passed when an open is
+/// given no credential, with the same scope.
+fn default_cred() -> Option<Secret> {
+    crate::settings::default_cred().map(Secret::new)
 }
 
 fn read_local_metainfo(uri: &str) -> Result<Vec<u8>> {

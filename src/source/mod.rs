@@ -6,11 +6,9 @@
 //!
 //! - [`http`]: `http://` and `https://` through gtio's own HTTP/1.1 client (docs/http.md).
 //! - [`file`]: `file://`, for local datasets, tests and demos.
-//! - [`webseed`]: BEP 19 mapping from a torrent's stream to web seed URLs.
 
 pub mod file;
 pub mod http;
-pub mod webseed;
 
 use std::io::Read;
 use std::ops::Range;

@@ -27,7 +27,7 @@
 
 use std::ops::Range;
 
-use crate::dataset::metainfo::Metainfo;
+use super::metainfo::Metainfo;
 
 /// One HTTP range request against a web seed.
 #[derive(Debug, Clone, PartialEq, Eq)]
