@@ -19,6 +19,7 @@ pub mod handle;
 pub mod runtime;
 pub mod serve;
 pub mod source;
+pub mod swarm;
 pub mod tools;
 
 pub use config::Config;

@@ -1,0 +1,4 @@
+//! The swarm: reading a torrent's pieces from BitTorrent peers.
+//!
+//! [`wire`] is the peer protocol codec.
+pub mod wire;
