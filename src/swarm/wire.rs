@@ -475,12 +475,14 @@ pub struct ExtHandshake {
     pub extensions: Vec<(String, u8)>,
 }
 
-/// Our extension handshake: no extensions of our own, our queue depth, our
-/// client name, and `upload_only` (BEP 21) since gtio does not serve pieces.
+/// Our extension handshake: no extensions of our own, our queue depth and
+/// our client name. Not `upload_only` (BEP 21), although we serve nothing:
+/// it means "I am a seed", and a seeding libtorrent drops such a peer at
+/// once since neither side would want anything.
 pub fn encode_ext_handshake(reqq: u32, client: &str) -> Vec<u8> {
     // Written out rather than built as a Dict: the keys are constant and
     // already in bencode's sorted order.
-    let mut out = format!("d1:mde4:reqqi{reqq}e11:upload_onlyi1e1:v{}:", client.len()).into_bytes();
+    let mut out = format!("d1:mde4:reqqi{reqq}e1:v{}:", client.len()).into_bytes();
     out.extend_from_slice(client.as_bytes());
     out.push(b'e');
     out
