@@ -2,7 +2,9 @@
 # Install what gtio's build, tests and benchmarks need, only what is missing.
 # Idempotent; quiet on success. Debian 12, run as root (CI runs as root).
 #   - system packages: nginx-light, mktorrent, aria2, valgrind, curl, openssl,
-#     python3-venv, pkg-config, samtools, bcftools, tabix, libhts-dev (apt-get update runs once, only if one is missing)
+#     python3-venv, pkg-config, samtools, bcftools, tabix, libhts-dev,
+#     opentracker, python3-libtorrent (the swarm tests: tests/swarm.rs)
+#     (apt-get update runs once, only if one is missing)
 #   - .venv (at the repo root) with python/requirements-dev.txt
 set -euo pipefail
 
@@ -38,6 +40,9 @@ probe samtools command -v samtools
 probe bcftools command -v bcftools
 probe tabix command -v tabix
 probe libhts-dev test -f /usr/include/htslib/hfile.h
+# swarm (issue 11): a real tracker and a real seeder on loopback
+probe opentracker command -v opentracker
+probe python3-libtorrent /usr/bin/python3 -c 'import libtorrent'
 
 if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
@@ -77,6 +82,9 @@ probe samtools command -v samtools
 probe bcftools command -v bcftools
 probe tabix command -v tabix
 probe libhts-dev test -f /usr/include/htslib/hfile.h
+# swarm (issue 11): a real tracker and a real seeder on loopback
+probe opentracker command -v opentracker
+probe python3-libtorrent /usr/bin/python3 -c 'import libtorrent'
 [ "${#missing[@]}" -eq 0 ] || die "still missing after apt-get install: ${missing[*]}"
 
 # Python venv with the dev requirements; reinstalled only when requirements change

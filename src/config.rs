@@ -94,6 +94,48 @@ impl Config {
     }
 }
 
+// --- swarm settings (issue 11) -------------------------------------------
+// Added after the first release, so not in `GTIO_Config`: they come from the
+// environment (DESIGN.md "Settings"), read when a torrent is opened.
+
+/// Whether torrents read from BitTorrent peers, and how many per torrent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SwarmSettings {
+    /// `GTIO_PEERS`: 0 turns the swarm off (web seeds only). Default on.
+    pub peers: bool,
+    /// `GTIO_MAX_PEERS`: peer connections per torrent (default 30, 1..=200).
+    pub max_peers: u32,
+}
+
+impl Default for SwarmSettings {
+    fn default() -> Self {
+        SwarmSettings {
+            peers: true,
+            max_peers: 30,
+        }
+    }
+}
+
+impl SwarmSettings {
+    /// The defaults overridden by `GTIO_PEERS` and `GTIO_MAX_PEERS`; an
+    /// unparsable value keeps the default.
+    pub fn from_env() -> SwarmSettings {
+        let d = SwarmSettings::default();
+        let num = |k: &str| {
+            std::env::var(k)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        SwarmSettings {
+            peers: num("GTIO_PEERS").map(|v| v != 0).unwrap_or(d.peers),
+            max_peers: num("GTIO_MAX_PEERS")
+                .map(|v| v.clamp(1, 200) as u32)
+                .unwrap_or(d.max_peers),
+        }
+    }
+}
+// --- end swarm settings ----------------------------------------------------
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,6 +2,8 @@
 //! libtorrent (python3-libtorrent) seeders, torrents made by mktorrent and
 //! by libtorrent. Every byte read is compared with the source files.
 
+#[path = "support/bad_peer.rs"]
+mod bad_peer;
 mod support;
 #[path = "support/swarm_peers.rs"]
 mod swarm_peers;
@@ -10,6 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bad_peer::{BadPeer, Mode};
 use gtio::dataset::metainfo::{self, Metainfo};
 use gtio::swarm::{tracker, Settings, Swarm, TorrentInfo};
 use support::nginx::{tempdir, test_data};
@@ -95,4 +98,304 @@ fn libtorrent_seed_through_opentracker_http() {
     drop(s);
     assert!(t0.elapsed() < Duration::from_secs(3));
     ot.wait_for(&m.info_hash, (1, 0), Duration::from_secs(5));
+}
+
+/// A tracker-only torrent (no url-list) announced over UDP (BEP 15) opens
+/// and reads through the Dataset API exactly like a web-seeded one.
+#[test]
+fn tracker_only_torrent_reads_through_the_dataset_over_udp() {
+    let dir = tempdir();
+    let (_, m0, _) = make_single(
+        &dir,
+        (5 << 20) + 777,
+        2,
+        &["udp://127.0.0.1:1/announce"],
+        15,
+    );
+    let ot = Opentracker::start(&[m0.info_hash]);
+    std::fs::remove_file(dir.join("data.torrent")).unwrap();
+    let (data, m, t) = make_single(&dir, (5 << 20) + 777, 2, &[&ot.udp_announce()], 15);
+    assert!(m.url_list.is_empty());
+    let _seed = LtSeed::start(&t, &dir.join("seed"));
+    ot.wait_for(&m.info_hash, (1, 0), Duration::from_secs(15));
+
+    let t0 = Instant::now();
+    let ds = gtio::Dataset::open(&format!("file://{}", t.display()), None).unwrap();
+    let mut small = [0u8; 4096];
+    let off = 3 << 20;
+    assert_eq!(ds.pread(&mut small, off).unwrap(), 4096);
+    let first = t0.elapsed();
+    assert_eq!(&small[..], &data[off as usize..off as usize + 4096]);
+    eprintln!("open to first 4 KiB (cold, tracker + connect): {first:?}");
+    let mut all = vec![0u8; data.len()];
+    let mut at = 0;
+    while at < all.len() {
+        let n = ds.pread(&mut all[at..], at as u64).unwrap();
+        assert!(n > 0);
+        at += n;
+    }
+    assert!(all == data, "bytes differ");
+    ot.wait_for(&m.info_hash, (1, 1), Duration::from_secs(5));
+    drop(ds);
+    ot.wait_for(&m.info_hash, (1, 0), Duration::from_secs(5));
+}
+
+/// A multi-file torrent made by libtorrent with 16 KiB pieces; a dead UDP
+/// tracker in the first tier of announce-list costs a bounded delay.
+#[test]
+fn libtorrent_multi_file_torrent_with_a_dead_tracker_tier() {
+    let dir = tempdir();
+    let root = dir.join("seed").join("set");
+    std::fs::create_dir_all(root.join("sub")).unwrap();
+    let files = [
+        ("a.bin", test_data(100_000, 3)),
+        ("sub/b.bin", test_data(1 << 20, 4)),
+        ("sub/c.txt", test_data(17, 5)),
+        ("z.bin", test_data(300_001, 6)),
+    ];
+    for (n, d) in &files {
+        std::fs::write(root.join(n), d).unwrap();
+    }
+    let dead = {
+        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        format!(
+            "udp://127.0.0.1:{}/announce",
+            u.local_addr().unwrap().port()
+        )
+    };
+    let t = dir.join("set.torrent");
+    lt_make_torrent(&root, &t, &[], 16384);
+    let m0 = metainfo::parse(&read(&t)).unwrap();
+    let ot = Opentracker::start(&[m0.info_hash]);
+    lt_make_torrent(&root, &t, &[(&dead, 0), (&ot.http_announce(), 1)], 16384);
+    let m = metainfo::parse(&read(&t)).unwrap();
+    assert_eq!(m.info_hash, m0.info_hash);
+    assert!(m.multi_file && m.piece_length == 16384);
+    let _seed = LtSeed::start(&t, &dir.join("seed"));
+    ot.wait_for(&m.info_hash, (1, 0), Duration::from_secs(20));
+
+    let tiers = tracker::tiers_from_metainfo(&read(&t));
+    assert_eq!(tiers.len(), 2, "{tiers:?}");
+    let t0 = Instant::now();
+    let s = Swarm::join(info_of(&m), &tiers, &Settings::default()).unwrap();
+    let got = read_all(&s, &m, Duration::from_secs(30));
+    let took = t0.elapsed();
+    // The stream is the files in metainfo order (pad files none here).
+    let mut want = vec![0u8; m.total_length as usize];
+    for f in m.files.iter().filter(|f| !f.pad) {
+        let rel = f.path.join("/");
+        let (_, d) = files.iter().find(|(n, _)| *n == rel).unwrap();
+        want[f.offset as usize..(f.offset + f.length) as usize].copy_from_slice(d);
+    }
+    assert!(got == want, "bytes differ");
+    assert!(took < Duration::from_secs(15), "dead tier cost {took:?}");
+}
+
+/// Peers on their own, with no tracker: the seed is named directly.
+fn lt_and_bad(mode: Mode) -> (tempfile_like::Keep, Metainfo, Arc<Vec<u8>>, LtSeed, BadPeer) {
+    let dir = tempdir();
+    let (data, m, t) = make_single(&dir, (2 << 20) + 5, 9, &[], 16);
+    let seed = LtSeed::start(&t, &dir.join("seed"));
+    let data = Arc::new(data);
+    let bad = BadPeer::start(mode, m.info_hash, Arc::clone(&data), m.piece_length);
+    (tempfile_like::Keep(dir), m, data, seed, bad)
+}
+
+mod tempfile_like {
+    /// Keeps the test's directory alive while the seeder reads it.
+    pub struct Keep(#[allow(dead_code)] pub crate::support::nginx::TempDir);
+}
+
+fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < within, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_peer_sending_bad_data_is_banned_and_the_good_peer_serves() {
+    let (_d, m, data, seed, bad) = lt_and_bad(Mode::Corrupt);
+    let s = Swarm::join(info_of(&m), &[], &Settings::default()).unwrap();
+    // The bad peer first, alone, so it certainly sends pieces.
+    s.add_peers(vec![bad.addr]);
+    wait_until("the bad peer's unchoke", Duration::from_secs(5), || {
+        s.stats().peers_unchoked == 1
+    });
+    s.add_peers(vec![seed.addr()]);
+    let got = read_all(&s, &m, Duration::from_secs(20));
+    assert!(got == *data);
+    let st = s.stats();
+    assert!(bad.served.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    assert_eq!(st.peers_banned, 1, "{st:?}");
+    assert!(st.bytes_hash_failed > 0, "{st:?}");
+    assert!(
+        s.recent_errors().iter().any(|e| e.contains("banned")),
+        "{:?}",
+        s.recent_errors()
+    );
+    // Banned for good: it is not connected again.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        bad.connections.load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}
+
+#[test]
+fn a_peer_that_never_unchokes_is_not_waited_on() {
+    let (_d, m, data, seed, bad) = lt_and_bad(Mode::NeverUnchoke);
+    let s = Swarm::join(info_of(&m), &[], &Settings::default()).unwrap();
+    s.add_peers(vec![bad.addr, seed.addr()]);
+    let t0 = Instant::now();
+    let got = read_all(&s, &m, Duration::from_secs(20));
+    assert!(got == *data);
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+}
+
+#[test]
+fn only_a_never_unchoking_peer_times_out_with_a_clear_error() {
+    let (_d, m, _data, _seed, bad) = lt_and_bad(Mode::NeverUnchoke);
+    let s = Swarm::join(info_of(&m), &[], &Settings::default()).unwrap();
+    s.add_peers(vec![bad.addr]);
+    let t0 = Instant::now();
+    let e = s
+        .fetch(
+            0..2,
+            &mut |_, _| panic!("no piece expected"),
+            Instant::now() + Duration::from_secs(2),
+        )
+        .unwrap_err();
+    assert!(t0.elapsed() < Duration::from_secs(3));
+    assert_eq!(e.error.errno(), libc::ETIMEDOUT);
+    assert!(
+        e.error.message().contains("1 connected, 0 unchoked us"),
+        "{}",
+        e.error
+    );
+}
+
+#[test]
+fn a_peer_that_drops_mid_piece_has_its_blocks_fetched_elsewhere() {
+    let (_d, m, data, seed, bad) = lt_and_bad(Mode::DropAfter(3));
+    let s = Swarm::join(info_of(&m), &[], &Settings::default()).unwrap();
+    s.add_peers(vec![bad.addr]);
+    wait_until("the bad peer's unchoke", Duration::from_secs(5), || {
+        s.stats().peers_unchoked == 1
+    });
+    s.add_peers(vec![seed.addr()]);
+    let got = read_all(&s, &m, Duration::from_secs(20));
+    assert!(got == *data);
+    assert!(
+        s.recent_errors()
+            .iter()
+            .any(|e| e.contains("closed the connection") || e.contains("reset by peer")),
+        "{:?}",
+        s.recent_errors()
+    );
+}
+
+#[test]
+fn a_stalled_peer_has_its_blocks_asked_of_another() {
+    let (_d, m, data, seed, bad) = lt_and_bad(Mode::Stall);
+    let s = Swarm::join(info_of(&m), &[], &Settings::default()).unwrap();
+    s.add_peers(vec![bad.addr]);
+    wait_until("the bad peer's unchoke", Duration::from_secs(5), || {
+        s.stats().peers_unchoked == 1
+    });
+    s.add_peers(vec![seed.addr()]);
+    let t0 = Instant::now();
+    let got = read_all(&s, &m, Duration::from_secs(20));
+    assert!(got == *data);
+    // Endgame asks the seed for what the staller owes well before STALL.
+    assert!(t0.elapsed() < Duration::from_secs(8), "{:?}", t0.elapsed());
+    assert_eq!(bad.served.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
+
+/// Alone, a staller is detected after STALL (its blocks released for
+/// others) and the fetch ends at its deadline naming it.
+#[test]
+fn a_lone_stalled_peer_is_detected() {
+    let (_d, m, _data, _seed, bad) = lt_and_bad(Mode::Stall);
+    let s = Swarm::join(info_of(&m), &[], &Settings::default()).unwrap();
+    s.add_peers(vec![bad.addr]);
+    let e = s
+        .fetch(
+            0..4,
+            &mut |_, _| panic!("no piece expected"),
+            Instant::now() + Duration::from_secs(3),
+        )
+        .unwrap_err();
+    assert!(e.error.message().contains("1 unchoked us"), "{}", e.error);
+    assert!(
+        s.recent_errors().iter().any(|e| e.contains("stalled with")),
+        "{:?}",
+        s.recent_errors()
+    );
+}
+
+#[test]
+fn choke_mid_transfer_and_rejects_are_handled() {
+    let (_d, m, data, seed, bad) = lt_and_bad(Mode::ChokeAfter(5));
+    let s = Swarm::join(info_of(&m), &[], &Settings::default()).unwrap();
+    s.add_peers(vec![bad.addr]);
+    wait_until("the bad peer's unchoke", Duration::from_secs(5), || {
+        s.stats().peers_unchoked == 1
+    });
+    s.add_peers(vec![seed.addr()]);
+    let t0 = Instant::now();
+    let got = read_all(&s, &m, Duration::from_secs(20));
+    assert!(got == *data);
+    // Rejected blocks go elsewhere at once, not after a stall.
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    assert_eq!(bad.served.load(std::sync::atomic::Ordering::Relaxed), 5);
+}
+
+#[test]
+fn a_huge_length_prefix_drops_the_peer() {
+    let (_d, m, data, seed, bad) = lt_and_bad(Mode::HugeLength);
+    let s = Swarm::join(info_of(&m), &[], &Settings::default()).unwrap();
+    s.add_peers(vec![bad.addr, seed.addr()]);
+    let got = read_all(&s, &m, Duration::from_secs(20));
+    assert!(got == *data);
+    wait_until("the bad peer's drop", Duration::from_secs(5), || {
+        s.recent_errors()
+            .iter()
+            .any(|e| e.contains("over its bound"))
+    });
+}
+
+/// Neither trackers nor web seeds: refused at open, naming both.
+#[test]
+fn a_torrent_with_no_source_fails_to_open_clearly() {
+    let dir = tempdir();
+    let (_, _, t) = make_single(&dir, 1000, 1, &[], 15);
+    let e = gtio::Dataset::open(&format!("file://{}", t.display()), None).unwrap_err();
+    assert_eq!(e.errno(), libc::EINVAL);
+    assert!(e.message().contains("neither web seeds"), "{e}");
+    // With a tracker but peers off: refused, naming the setting.
+    let (_, _, t2) = {
+        std::fs::remove_file(&t).unwrap();
+        make_single(&dir, 1000, 1, &["http://127.0.0.1:1/announce"], 15)
+    };
+    let meta = metainfo::parse(&read(&t2)).unwrap();
+    let http = Arc::new(gtio::source::http::HttpClient::new(&gtio::Config::default()).unwrap());
+    let off = gtio::config::SwarmSettings {
+        peers: false,
+        max_peers: 30,
+    };
+    let tiers = tracker::tiers_from_metainfo(&read(&t2));
+    let e = gtio::dataset::torrent::TorrentProvider::with_swarm(
+        meta,
+        gtio::dataset::torrent::Origin::Local,
+        http,
+        None,
+        None,
+        &tiers,
+        &off,
+    )
+    .err()
+    .unwrap();
+    assert!(e.message().contains("GTIO_PEERS=0"), "{e}");
 }

@@ -1,6 +1,8 @@
 //! A torrent as a dataset: its files laid end to end, fetched piece by piece
-//! from BEP 19 web seeds and checked against the metainfo's SHA-1s before
-//! anyone sees a byte.
+//! from BEP 19 web seeds and BitTorrent peers (the swarm, `crate::swarm`,
+//! when the torrent names trackers and `GTIO_PEERS` is not 0) and checked
+//! against the metainfo's SHA-1s before anyone sees a byte. How jobs are
+//! split between peers and seeds: `TorrentProvider::fetch_mixed`.
 //!
 //! A job's run of pieces is one stream range; [`webseed::plan`] cuts it into
 //! one request per file, so a run inside one file is one range request and a
@@ -35,6 +37,18 @@ use crate::source::http::{get_range, HttpClient, Secret};
 use crate::source::webseed::{self, SeedRequest};
 use crate::source::{file::FileObject, Fault, RangeSource};
 use crate::{Error, Result};
+// --- swarm (issue 11) ---
+use crate::config::SwarmSettings;
+use crate::swarm::{tracker, Swarm, TorrentInfo};
+
+/// With web seeds to fall back on, peers get this long for a job before
+/// the seeds take over the pieces still missing.
+const PEER_TRY: Duration = Duration::from_secs(3);
+/// With peers the only source, a job waits this long: the first one may
+/// wait for the announce, connects and an unchoke (Transmission unchokes
+/// at its rechoke, 2–10 s later: REFERENCES.md).
+const PEER_ONLY_WAIT: Duration = Duration::from_secs(30);
+// --- end swarm ---
 
 /// Ask for at most this much per request (libtorrent's web seed cap): large
 /// enough that seeds see few requests (WebTorrent #650), small enough that a
@@ -64,6 +78,11 @@ struct Seed {
 }
 
 pub struct TorrentProvider {
+    // --- swarm (issue 11): peers beside the web seeds ---
+    swarm: Option<Swarm>,
+    /// Alternates jobs between peers and web seeds when both can serve.
+    turn: AtomicUsize,
+    // --- end swarm ---
     layout: Layout,
     meta: Metainfo,
     client: Arc<HttpClient>,
@@ -83,6 +102,25 @@ impl TorrentProvider {
         client: Arc<HttpClient>,
         cred: Option<Secret>,
         cred_host: Option<&str>,
+    ) -> Result<TorrentProvider> {
+        let off = SwarmSettings {
+            peers: false,
+            ..SwarmSettings::default()
+        };
+        TorrentProvider::with_swarm(meta, origin, client, cred, cred_host, &[], &off)
+    }
+
+    /// [`TorrentProvider::new`], and when `settings.peers` is on and the
+    /// torrent names trackers (`tiers`, from `announce`/`announce-list`),
+    /// its swarm is joined too: peers and web seeds serve it together.
+    pub fn with_swarm(
+        meta: Metainfo,
+        origin: Origin,
+        client: Arc<HttpClient>,
+        cred: Option<Secret>,
+        cred_host: Option<&str>,
+        tiers: &[Vec<String>],
+        settings: &SwarmSettings,
     ) -> Result<TorrentProvider> {
         let mut seeds = Vec::new();
         for url in &meta.url_list {
@@ -111,14 +149,39 @@ impl TorrentProvider {
                 cooldown_until: None,
             });
         }
-        if seeds.is_empty() {
-            let why = if meta.url_list.is_empty() {
-                "the torrent has no web seeds (url-list); peer-to-peer download is not supported yet"
-            } else {
-                "none of the torrent's web seeds is usable (a downloaded torrent may not name file:// seeds)"
+        // --- swarm (issue 11) ---
+        let has_trackers = tracker::usable(tiers);
+        if seeds.is_empty() && !(has_trackers && settings.peers) {
+            let why = match (meta.url_list.is_empty(), has_trackers) {
+                (true, false) => {
+                    "the torrent has neither web seeds (url-list) nor usable trackers \
+                     (announce, announce-list: http:// or udp://): nothing to read it from"
+                }
+                (true, true) => {
+                    "the torrent has no web seeds (url-list) and peers are off (GTIO_PEERS=0)"
+                }
+                (false, _) => {
+                    "none of the torrent's web seeds is usable (a downloaded torrent may not \
+                     name file:// seeds), and it has no trackers to find peers with"
+                }
             };
             return Err(Error::new(libc::EINVAL, why));
         }
+        let swarm = if has_trackers && settings.peers {
+            let info = TorrentInfo {
+                info_hash: meta.info_hash,
+                piece_len: meta.piece_length,
+                total_len: meta.total_length,
+                hashes: Arc::new(meta.piece_hashes.clone()),
+            };
+            let s = crate::swarm::Settings {
+                max_peers: settings.max_peers as usize,
+            };
+            Some(Swarm::join(info, tiers, &s)?)
+        } else {
+            None
+        };
+        // --- end swarm ---
         let files = meta
             .visible_files()
             .map(|f| FileEntry {
@@ -129,6 +192,8 @@ impl TorrentProvider {
             .collect();
         let layout = Layout::new(meta.total_length, meta.piece_length, files)?;
         Ok(TorrentProvider {
+            swarm,
+            turn: AtomicUsize::new(0),
             layout,
             meta,
             client,
@@ -344,6 +409,78 @@ impl PieceProvider for TorrentProvider {
     }
 
     fn fetch(
+        &self,
+        pieces: Range<u32>,
+        deliver: &mut dyn FnMut(u32, Result<Piece>),
+    ) -> std::result::Result<(), Fault> {
+        self.fetch_mixed(pieces, deliver)
+    }
+}
+
+// --- swarm (issue 11) ---
+impl TorrentProvider {
+    /// The swarm's counters, when peers are on for this torrent.
+    pub fn swarm_stats(&self) -> Option<crate::swarm::SwarmStats> {
+        self.swarm.as_ref().map(Swarm::stats)
+    }
+
+    /// Peers and web seeds together, the simplest mix that keeps reads from
+    /// waiting on a slow swarm: with no usable web seed every job goes to
+    /// peers; with both, jobs alternate between them while some peer has
+    /// unchoked us, and go to the seeds otherwise. A job given to peers that
+    /// they do not finish in [`PEER_TRY`] has its missing pieces fetched
+    /// from the seeds.
+    fn fetch_mixed(
+        &self,
+        pieces: Range<u32>,
+        deliver: &mut dyn FnMut(u32, Result<Piece>),
+    ) -> std::result::Result<(), Fault> {
+        let Some(swarm) = &self.swarm else {
+            return self.fetch_webseeds(pieces, deliver);
+        };
+        if pieces.is_empty() {
+            return Ok(());
+        }
+        if self.live_seeds() == 0 {
+            return swarm.fetch(pieces, deliver, Instant::now() + PEER_ONLY_WAIT);
+        }
+        let peers_ready = swarm.stats().peers_unchoked > 0;
+        if !peers_ready || self.turn.fetch_add(1, Ordering::Relaxed) % 2 == 1 {
+            return self.fetch_webseeds(pieces, deliver);
+        }
+        let mut got = vec![false; pieces.len()];
+        let start = pieces.start;
+        let r = swarm.fetch(
+            pieces.clone(),
+            &mut |p, res| {
+                if let Some(g) = got.get_mut((p - start) as usize) {
+                    *g = true;
+                }
+                deliver(p, res)
+            },
+            Instant::now() + PEER_TRY,
+        );
+        if r.is_ok() {
+            return Ok(());
+        }
+        // The runs peers left for the web seeds.
+        let mut i = 0;
+        while i < got.len() {
+            if got[i] {
+                i += 1;
+                continue;
+            }
+            let j = (i..got.len()).find(|&k| got[k]).unwrap_or(got.len());
+            self.fetch_webseeds(start + i as u32..start + j as u32, deliver)?;
+            i = j;
+        }
+        Ok(())
+    }
+}
+// --- end swarm ---
+
+impl TorrentProvider {
+    fn fetch_webseeds(
         &self,
         pieces: Range<u32>,
         deliver: &mut dyn FnMut(u32, Result<Piece>),

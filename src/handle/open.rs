@@ -89,7 +89,18 @@ impl Dataset {
         let rt = runtime::get()?;
         let meta = metainfo::parse(bytes)?;
         let name = meta.name.clone();
-        let provider = TorrentProvider::new(meta, origin, Arc::clone(rt.http()), cred, cred_host)?;
+        // Swarm (issue 11): trackers from the raw metainfo, peers per GTIO_PEERS.
+        let tiers = crate::swarm::tracker::tiers_from_metainfo(bytes);
+        let swarm = crate::config::SwarmSettings::from_env();
+        let provider = TorrentProvider::with_swarm(
+            meta,
+            origin,
+            Arc::clone(rt.http()),
+            cred,
+            cred_host,
+            &tiers,
+            &swarm,
+        )?;
         let mut ds = Dataset::new(rt, Arc::new(provider));
         ds.name = name;
         Ok(ds)

@@ -296,23 +296,26 @@ pub fn mktorrent(src: &Path, out: &Path, tiers: &[&str], log2_piece: u32) {
 }
 
 /// A torrent with several files made by libtorrent itself (create_torrent).
-pub fn lt_make_torrent(dir: &Path, out: &Path, tracker: &str, piece_len: u32) {
+/// `trackers`: (URL, tier).
+pub fn lt_make_torrent(dir: &Path, out: &Path, trackers: &[(&str, u32)], piece_len: u32) {
     let script = r#"
-import sys, libtorrent as lt
-d, out, tracker, plen = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+import sys, os, libtorrent as lt
+d, out, plen = sys.argv[1], sys.argv[2], int(sys.argv[3])
 fs = lt.file_storage()
 lt.add_files(fs, d)
 ct = lt.create_torrent(fs, plen)
-if tracker: ct.add_tracker(tracker)
-lt.set_piece_hashes(ct, __import__('os').path.dirname(d))
+for a in sys.argv[4:]:
+    url, tier = a.rsplit(' ', 1)
+    ct.add_tracker(url, int(tier))
+lt.set_piece_hashes(ct, os.path.dirname(d))
 open(out, 'wb').write(lt.bencode(ct.generate()))
 "#;
     let st = Command::new(python())
         .args(["-c", script])
         .arg(dir)
         .arg(out)
-        .arg(tracker)
         .arg(piece_len.to_string())
+        .args(trackers.iter().map(|(u, t)| format!("{u} {t}")))
         .status()
         .unwrap();
     assert!(st.success(), "libtorrent create_torrent failed");

@@ -7,7 +7,7 @@
 //! closes the connection after the body and never chunks it): a tracker
 //! needs none of the machinery of the object client, and keeping this here
 //! keeps the swarm independent of it. Every step is bounded by one deadline
-//! (connect, each write and read), and the answer by [`MAX_REPLY`] bytes.
+//! (connect, each write and read), and the answer by `MAX_REPLY` bytes.
 //! `https://` trackers are not spoken here and are skipped by the tier list.
 
 use std::io::{Read, Write};

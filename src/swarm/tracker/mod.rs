@@ -179,6 +179,14 @@ pub fn tiers_from_metainfo(bytes: &[u8]) -> Vec<Vec<String>> {
     tiers
 }
 
+/// Whether any tracker of `tiers` is one we speak (`http://`, `udp://`).
+pub fn usable(tiers: &[Vec<String>]) -> bool {
+    tiers.iter().flatten().any(|u| {
+        let scheme = u.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+        matches!(scheme.as_deref(), Some("http") | Some("udp"))
+    })
+}
+
 enum Kind {
     Http,
     Udp(udp::UdpTracker),
