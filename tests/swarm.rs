@@ -399,3 +399,124 @@ fn a_torrent_with_no_source_fails_to_open_clearly() {
     .unwrap();
     assert!(e.message().contains("GTIO_PEERS=0"), "{e}");
 }
+
+/// Step 6 figures (run by hand: `cargo test --release --test swarm -- --ignored --nocapture`):
+/// a 64 MiB torrent from one libtorrent seed on loopback, read sequentially
+/// through the Dataset, against libtorrent and aria2c downloading it.
+#[test]
+#[ignore]
+fn measure_sequential_64mib_against_libtorrent_and_aria2c() {
+    let dir = tempdir();
+    let len = 64 << 20;
+    let (_, m0, _) = make_single(&dir, len, 77, &["http://127.0.0.1:1/announce"], 20);
+    let ot = Opentracker::start(&[m0.info_hash]);
+    std::fs::remove_file(dir.join("data.torrent")).unwrap();
+    let (data, m, t) = make_single(&dir, len, 77, &[&ot.http_announce()], 20);
+    let seed = LtSeed::start(&t, &dir.join("seed"));
+    ot.wait_for(&m.info_hash, (1, 0), Duration::from_secs(15));
+
+    // gtio: open, first 4 KiB, then the whole stream in 1 MiB reads.
+    let t0 = Instant::now();
+    let ds = gtio::Dataset::open(&format!("file://{}", t.display()), None).unwrap();
+    let mut b = vec![0u8; 4096];
+    ds.pread(&mut b, 0).unwrap();
+    let first = t0.elapsed();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0usize;
+    let t1 = Instant::now();
+    while at < len {
+        let n = ds.pread(&mut buf, at as u64).unwrap();
+        assert!(buf[..n] == data[at..at + n]);
+        at += n;
+    }
+    let seq = t1.elapsed();
+    let total = t0.elapsed();
+    drop(ds);
+    let out = dir.join("lt-out");
+    std::fs::create_dir_all(&out).unwrap();
+    let lt = lt_download(&t, &out, seed.port);
+
+    let out2 = dir.join("aria-out");
+    let t3 = Instant::now();
+    let st = std::process::Command::new("aria2c")
+        .args([
+            "--enable-dht=false",
+            "--bt-enable-lpd=false",
+            "--enable-peer-exchange=false",
+        ])
+        .args([
+            "--seed-time=0",
+            "--check-integrity=false",
+            "--quiet=true",
+            "--file-allocation=none",
+        ])
+        .arg(format!("--dir={}", out2.display()))
+        .arg(&t)
+        .status()
+        .unwrap();
+    let aria = t3.elapsed();
+    assert!(st.success());
+    let mib = len as f64 / (1 << 20) as f64;
+    eprintln!("64 MiB from one libtorrent seed on loopback:");
+    eprintln!(
+        "  gtio open to last byte: {:.2} s ({:.0} MiB/s); after the first 4 KiB: {:.2} s; \
+         open (announce, connect, unchoke) to first 4 KiB (one 1 MiB piece): {first:?}",
+        total.as_secs_f64(),
+        mib / total.as_secs_f64(),
+        seq.as_secs_f64(),
+    );
+    eprintln!(
+        "  libtorrent download:          {lt:.2} s ({:.0} MiB/s)",
+        mib / lt
+    );
+    eprintln!(
+        "  aria2c download (with tracker): {:.2} s ({:.0} MiB/s)",
+        aria.as_secs_f64(),
+        mib / aria.as_secs_f64()
+    );
+}
+
+/// Step 6, latency: one piece at a time over a warm connection (what a cold
+/// 4 KiB pread costs once the swarm is joined), 64 KiB and 1 MiB pieces.
+#[test]
+#[ignore]
+fn measure_cold_piece_latency_on_warm_connections() {
+    for log2 in [16u32, 20] {
+        let dir = tempdir();
+        let (_, m, t) = make_single(&dir, 16 << 20, 78, &[], log2);
+        let seed = LtSeed::start(&t, &dir.join("seed"));
+        let s = Swarm::join(info_of(&m), &[], &Settings::default()).unwrap();
+        let t0 = Instant::now();
+        s.add_peers(vec![seed.addr()]);
+        s.fetch(
+            0..1,
+            &mut |_, r| assert!(r.is_ok()),
+            Instant::now() + Duration::from_secs(10),
+        )
+        .unwrap();
+        let cold = t0.elapsed();
+        let n = m.piece_hashes.len() as u32;
+        let mut lat = Vec::new();
+        let mut x = 12345u32;
+        for _ in 0..40 {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            let p = 1 + (x >> 8) % (n - 1);
+            let t1 = Instant::now();
+            s.fetch(
+                p..p + 1,
+                &mut |_, r| assert!(r.is_ok()),
+                Instant::now() + Duration::from_secs(10),
+            )
+            .unwrap();
+            lat.push(t1.elapsed());
+        }
+        lat.sort();
+        eprintln!(
+            "{} KiB pieces: connect + first piece {cold:?}; one piece on a warm connection p50 {:?} p90 {:?} max {:?}",
+            1u32 << (log2 - 10),
+            lat[lat.len() / 2],
+            lat[lat.len() * 9 / 10],
+            lat[lat.len() - 1]
+        );
+    }
+}
