@@ -3,7 +3,7 @@
 # Idempotent; quiet on success. Debian 12, run as root (CI runs as root).
 #   - system packages: nginx-light, mktorrent, aria2, valgrind, curl, openssl,
 #     python3-venv, pkg-config, samtools, bcftools, tabix, libhts-dev,
-#     opentracker, python3-libtorrent (the swarm tests: tests/swarm.rs)
+#     opentracker, python3-libtorrent, transmission-daemon (the swarm tests: tests/swarm.rs)
 #     (apt-get update runs once, only if one is missing)
 #   - .venv (at the repo root) with python/requirements-dev.txt
 set -euo pipefail
@@ -43,6 +43,7 @@ probe libhts-dev test -f /usr/include/htslib/hfile.h
 # swarm (issue 11): a real tracker and a real seeder on loopback
 probe opentracker command -v opentracker
 probe python3-libtorrent /usr/bin/python3 -c 'import libtorrent'
+probe transmission-daemon command -v transmission-daemon
 
 if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
@@ -85,6 +86,7 @@ probe libhts-dev test -f /usr/include/htslib/hfile.h
 # swarm (issue 11): a real tracker and a real seeder on loopback
 probe opentracker command -v opentracker
 probe python3-libtorrent /usr/bin/python3 -c 'import libtorrent'
+probe transmission-daemon command -v transmission-daemon
 [ "${#missing[@]}" -eq 0 ] || die "still missing after apt-get install: ${missing[*]}"
 
 # Python venv with the dev requirements; reinstalled only when requirements change

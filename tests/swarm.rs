@@ -520,3 +520,114 @@ fn measure_cold_piece_latency_on_warm_connections() {
         );
     }
 }
+
+/// Transmission 3.00 as the seeder (it unchokes at its periodic rechoke),
+/// found through opentracker.
+#[test]
+fn transmission_seed_through_opentracker() {
+    let dir = tempdir();
+    let (_, m0, _) = make_single(
+        &dir,
+        (3 << 20) + 99,
+        11,
+        &["http://127.0.0.1:1/announce"],
+        16,
+    );
+    let ot = Opentracker::start(&[m0.info_hash]);
+    std::fs::remove_file(dir.join("data.torrent")).unwrap();
+    let (data, m, t) = make_single(&dir, (3 << 20) + 99, 11, &[&ot.http_announce()], 16);
+    let _tr = Transmission::start(&t, &dir.join("seed"));
+    ot.wait_for(&m.info_hash, (1, 0), Duration::from_secs(30));
+    let tiers = tracker::tiers_from_metainfo(&read(&t));
+    let s = Swarm::join(info_of(&m), &tiers, &Settings::default()).unwrap();
+    let got = read_all(&s, &m, Duration::from_secs(40));
+    assert!(got == data, "bytes differ");
+    assert!(s.stats().peers_connected >= 1);
+}
+
+/// A torrent with a web seed (nginx) and peers (libtorrent via opentracker):
+/// the first job does not wait for the swarm, and once a peer has unchoked
+/// us both serve it.
+#[test]
+fn web_seed_and_peers_serve_one_torrent_together() {
+    use gtio::engine::PieceProvider;
+    let dir = tempdir();
+    let len = (4 << 20) + 4321;
+    let data = test_data(len, 21);
+    let src = dir.join("seed");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("data.bin"), &data).unwrap();
+    let ngx = support::nginx::Nginx::start(&src);
+    let mk = |announce: &str| {
+        let t = dir.join("mixed.torrent");
+        let _ = std::fs::remove_file(&t);
+        let st = std::process::Command::new("mktorrent")
+            .args([
+                "-a",
+                announce,
+                "-w",
+                &ngx.url("data.bin"),
+                "-l",
+                "16",
+                "-d",
+                "-o",
+            ])
+            .arg(&t)
+            .arg(src.join("data.bin"))
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success());
+        t
+    };
+    let m0 = metainfo::parse(&read(&mk("http://127.0.0.1:1/announce"))).unwrap();
+    let ot = Opentracker::start(&[m0.info_hash]);
+    let t = mk(&ot.http_announce());
+    let m = metainfo::parse(&read(&t)).unwrap();
+    assert_eq!(m.url_list.len(), 1);
+    let _seed = LtSeed::start(&t, &src);
+    ot.wait_for(&m.info_hash, (1, 0), Duration::from_secs(15));
+
+    let http = Arc::new(gtio::source::http::HttpClient::new(&gtio::Config::default()).unwrap());
+    let tiers = tracker::tiers_from_metainfo(&read(&t));
+    let p = gtio::dataset::torrent::TorrentProvider::with_swarm(
+        m.clone(),
+        gtio::dataset::torrent::Origin::Local,
+        http,
+        None,
+        None,
+        &tiers,
+        &gtio::config::SwarmSettings::default(),
+    )
+    .unwrap();
+    let n = m.piece_hashes.len() as u32;
+    let mut out = vec![0u8; len];
+    let mut fetch = |r: std::ops::Range<u32>| {
+        p.fetch(r, &mut |i, res| {
+            let d = res.unwrap();
+            let at = (u64::from(i) * m.piece_length) as usize;
+            out[at..at + d.len()].copy_from_slice(&d);
+        })
+        .unwrap();
+    };
+    // Nobody has unchoked us yet: the web seed serves at once.
+    let t0 = Instant::now();
+    fetch(0..2);
+    assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+    wait_until("a peer's unchoke", Duration::from_secs(10), || {
+        p.swarm_stats().unwrap().peers_unchoked >= 1
+    });
+    let mut at = 2;
+    while at < n {
+        fetch(at..(at + 4).min(n));
+        at += 4;
+    }
+    drop(fetch);
+    assert!(out == data, "bytes differ");
+    let st = p.swarm_stats().unwrap();
+    assert!(st.bytes_peer > 0, "peers served nothing: {st:?}");
+    assert!(
+        st.bytes_peer < len as u64 / 2 + (1 << 18),
+        "web seed served nothing: {st:?}"
+    );
+}

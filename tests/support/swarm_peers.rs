@@ -327,3 +327,54 @@ pub fn read(p: &Path) -> Vec<u8> {
     std::fs::File::open(p).unwrap().read_to_end(&mut v).unwrap();
     v
 }
+
+/// transmission-daemon seeding the torrents dropped in its watch dir, with
+/// their data in `data_dir`; DHT, LPD, port mapping and uTP off, bound to
+/// 127.0.0.1.
+pub struct Transmission {
+    pub peer_port: u16,
+    _proc: Proc,
+    _cfg: crate::support::nginx::TempDir,
+}
+
+impl Transmission {
+    pub fn start(torrent: &Path, data_dir: &Path) -> Transmission {
+        assert!(
+            have("transmission-daemon"),
+            "transmission-daemon is not installed (scripts/install-deps.sh installs it)"
+        );
+        let cfg = crate::support::nginx::tempdir();
+        let watch = cfg.join("watch");
+        std::fs::create_dir_all(&watch).unwrap();
+        let peer_port = free_port();
+        let rpc = free_port();
+        let child = Command::new("transmission-daemon")
+            .args(["-f", "-O", "-Y", "-M", "--no-utp", "-et", "-T"])
+            .args(["-i", "127.0.0.1", "-r", "127.0.0.1"])
+            .args(["-p", &rpc.to_string(), "-P", &peer_port.to_string()])
+            .arg("-g")
+            .arg(cfg.join("config"))
+            .arg("-w")
+            .arg(data_dir)
+            .arg("-c")
+            .arg(&watch)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start transmission-daemon");
+        let proc = Proc {
+            child,
+            what: "transmission-daemon".into(),
+        };
+        std::fs::copy(torrent, watch.join("t.torrent")).unwrap();
+        Transmission {
+            peer_port,
+            _proc: proc,
+            _cfg: cfg,
+        }
+    }
+
+    pub fn addr(&self) -> std::net::SocketAddr {
+        ([127, 0, 0, 1], self.peer_port).into()
+    }
+}
