@@ -622,7 +622,6 @@ fn web_seed_and_peers_serve_one_torrent_together() {
         fetch(at..(at + 4).min(n));
         at += 4;
     }
-    drop(fetch);
     assert!(out == data, "bytes differ");
     let st = p.swarm_stats().unwrap();
     assert!(st.bytes_peer > 0, "peers served nothing: {st:?}");
