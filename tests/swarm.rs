@@ -630,3 +630,69 @@ fn web_seed_and_peers_serve_one_torrent_together() {
         "web seed served nothing: {st:?}"
     );
 }
+
+/// aria2c as the seeder (it answers the handshake late, then sends
+/// allowed-fast and unchokes: REFERENCES.md).
+#[test]
+fn aria2c_seed() {
+    let dir = tempdir();
+    let (data, m, t) = make_single(&dir, (2 << 20) + 17, 31, &[], 15);
+    let seed = Aria2Seed::start(&t, &dir.join("seed"));
+    let s = Swarm::join(info_of(&m), &[], &Settings::default()).unwrap();
+    s.add_peers(vec![seed.addr()]);
+    let got = read_all(&s, &m, Duration::from_secs(30));
+    assert!(got == data, "bytes differ");
+}
+
+/// The command-line tool on a tracker-only torrent: `ls` and `cat` as for
+/// a web-seeded one.
+#[test]
+fn cli_ls_and_cat_a_tracker_only_torrent() {
+    let dir = tempdir();
+    let (_, m0, _) = make_single(&dir, 1_500_000, 41, &["http://127.0.0.1:1/announce"], 15);
+    let ot = Opentracker::start(&[m0.info_hash]);
+    std::fs::remove_file(dir.join("data.torrent")).unwrap();
+    let (data, m, t) = make_single(&dir, 1_500_000, 41, &[&ot.http_announce()], 15);
+    let _seed = LtSeed::start(&t, &dir.join("seed"));
+    ot.wait_for(&m.info_hash, (1, 0), Duration::from_secs(15));
+    let gtio = env!("CARGO_BIN_EXE_gtio");
+    let ls = std::process::Command::new(gtio)
+        .arg("ls")
+        .arg(&t)
+        .output()
+        .unwrap();
+    assert!(
+        ls.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ls.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ls.stdout).contains("data.bin"));
+    let cat = std::process::Command::new(gtio)
+        .arg("cat")
+        .arg(&t)
+        .output()
+        .unwrap();
+    assert!(
+        cat.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cat.stderr)
+    );
+    assert!(
+        cat.stdout == data,
+        "cat output differs ({} bytes)",
+        cat.stdout.len()
+    );
+    // With peers off the same torrent is refused, naming the setting.
+    let off = std::process::Command::new(gtio)
+        .arg("cat")
+        .arg(&t)
+        .env("GTIO_PEERS", "0")
+        .output()
+        .unwrap();
+    assert!(!off.status.success());
+    assert!(
+        String::from_utf8_lossy(&off.stderr).contains("GTIO_PEERS=0"),
+        "{}",
+        String::from_utf8_lossy(&off.stderr)
+    );
+}

@@ -378,3 +378,60 @@ impl Transmission {
         ([127, 0, 0, 1], self.peer_port).into()
     }
 }
+
+/// aria2c seeding `torrent` from `data_dir` on 127.0.0.1:`port` (DHT, LPD,
+/// PEX off). It checks the data first, so wait for its port.
+pub struct Aria2Seed {
+    pub port: u16,
+    _proc: Proc,
+}
+
+impl Aria2Seed {
+    pub fn start(torrent: &Path, data_dir: &Path) -> Aria2Seed {
+        assert!(
+            have("aria2c"),
+            "aria2c is not installed (scripts/install-deps.sh installs it)"
+        );
+        let port = free_port();
+        let child = Command::new("aria2c")
+            .args([
+                "--enable-dht=false",
+                "--enable-dht6=false",
+                "--bt-enable-lpd=false",
+            ])
+            .args([
+                "--enable-peer-exchange=false",
+                "--seed-ratio=0.0",
+                "--check-integrity=true",
+            ])
+            .args([
+                "--quiet=true",
+                "--file-allocation=none",
+                "--console-log-level=error",
+            ])
+            .arg(format!("--listen-port={port}"))
+            .arg(format!("--dir={}", data_dir.display()))
+            .arg(torrent)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start aria2c");
+        let proc = Proc {
+            child,
+            what: "aria2c".into(),
+        };
+        let t0 = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "aria2c did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Aria2Seed { port, _proc: proc }
+    }
+
+    pub fn addr(&self) -> std::net::SocketAddr {
+        ([127, 0, 0, 1], self.port).into()
+    }
+}
