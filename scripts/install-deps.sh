@@ -3,7 +3,8 @@
 # Idempotent; quiet on success. Debian 12, run as root (CI runs as root).
 #   - system packages: nginx-light, mktorrent, aria2, valgrind, curl, openssl,
 #     python3-venv, pkg-config, samtools, bcftools, tabix, libhts-dev,
-#     opentracker, python3-libtorrent, transmission-daemon (the swarm tests: tests/swarm.rs)
+#     opentracker, python3-libtorrent, transmission-daemon, qbittorrent-nox
+#     (the swarm tests: tests/swarm.rs)
 #     (apt-get update runs once, only if one is missing)
 #   - .venv (at the repo root) with python/requirements-dev.txt
 set -euo pipefail
@@ -44,6 +45,7 @@ probe libhts-dev test -f /usr/include/htslib/hfile.h
 probe opentracker command -v opentracker
 probe python3-libtorrent /usr/bin/python3 -c 'import libtorrent'
 probe transmission-daemon command -v transmission-daemon
+probe qbittorrent-nox command -v qbittorrent-nox
 
 if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
@@ -87,6 +89,7 @@ probe libhts-dev test -f /usr/include/htslib/hfile.h
 probe opentracker command -v opentracker
 probe python3-libtorrent /usr/bin/python3 -c 'import libtorrent'
 probe transmission-daemon command -v transmission-daemon
+probe qbittorrent-nox command -v qbittorrent-nox
 [ "${#missing[@]}" -eq 0 ] || die "still missing after apt-get install: ${missing[*]}"
 
 # Python venv with the dev requirements; reinstalled only when requirements change

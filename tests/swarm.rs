@@ -696,3 +696,20 @@ fn cli_ls_and_cat_a_tracker_only_torrent() {
         String::from_utf8_lossy(&off.stderr)
     );
 }
+
+/// qBittorrent (libtorrent 2.0 underneath, its own settings) as the seeder,
+/// beside a libtorrent seed: both unchoke us and the torrent reads whole.
+#[test]
+fn qbittorrent_and_libtorrent_seeds_together() {
+    let dir = tempdir();
+    let (data, m, t) = make_single(&dir, (3 << 20) + 3, 51, &[], 15);
+    let qbt = QBittorrent::start(&t, &dir.join("seed"));
+    let lt = LtSeed::start(&t, &dir.join("seed"));
+    let s = Swarm::join(info_of(&m), &[], &Settings::default()).unwrap();
+    s.add_peers(vec![qbt.addr(), lt.addr()]);
+    wait_until("both unchokes", Duration::from_secs(15), || {
+        s.stats().peers_unchoked == 2
+    });
+    let got = read_all(&s, &m, Duration::from_secs(30));
+    assert!(got == data, "bytes differ");
+}

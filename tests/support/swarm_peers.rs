@@ -435,3 +435,81 @@ impl Aria2Seed {
         ([127, 0, 0, 1], self.port).into()
     }
 }
+
+/// qbittorrent-nox seeding `torrent` from `data_dir` (DHT, LSD, PEX, UPnP
+/// off; bound to lo), added on its command line with the hash check skipped.
+pub struct QBittorrent {
+    pub port: u16,
+    _proc: Proc,
+    _profile: crate::support::nginx::TempDir,
+}
+
+impl QBittorrent {
+    pub fn start(torrent: &Path, data_dir: &Path) -> QBittorrent {
+        assert!(
+            have("qbittorrent-nox"),
+            "qbittorrent-nox is not installed (scripts/install-deps.sh installs it)"
+        );
+        let profile = crate::support::nginx::tempdir();
+        let conf = profile.join("qBittorrent").join("config");
+        std::fs::create_dir_all(&conf).unwrap();
+        let port = free_port();
+        let web = free_port();
+        std::fs::write(
+            conf.join("qBittorrent.conf"),
+            format!(
+                "[LegalNotice]\nAccepted=true\n\n[BitTorrent]\nSession\\DHTEnabled=false\n\
+                 Session\\LSDEnabled=false\nSession\\PeXEnabled=false\nSession\\Port={port}\n\
+                 Session\\Interface=lo\nSession\\InterfaceName=lo\nSession\\InterfaceAddress=127.0.0.1\n\
+                 Session\\QueueingSystemEnabled=false\n\n[Preferences]\nConnection\\UPnP=false\n\
+                 WebUI\\Port={web}\nWebUI\\Address=127.0.0.1\nWebUI\\LocalHostAuth=false\n"
+            ),
+        )
+        .unwrap();
+        let child = Command::new("qbittorrent-nox")
+            .arg(format!("--profile={}", profile.display()))
+            .arg(format!("--save-path={}", data_dir.display()))
+            .arg("--skip-hash-check")
+            .arg(torrent)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start qbittorrent-nox");
+        let proc = Proc {
+            child,
+            what: "qbittorrent-nox".into(),
+        };
+        // Seeding once its Web API says nothing is left.
+        let t0 = Instant::now();
+        loop {
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "qbittorrent-nox did not seed"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+            let Ok(mut s) = TcpStream::connect(("127.0.0.1", web)) else {
+                continue;
+            };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = write!(
+                s,
+                "GET /api/v2/torrents/info HTTP/1.0\r\nHost: 127.0.0.1:{web}\r\n\r\n"
+            );
+            let mut body = String::new();
+            let _ = s.read_to_string(&mut body);
+            if body.contains("\"amount_left\":0") && TcpStream::connect(("127.0.0.1", port)).is_ok()
+            {
+                break;
+            }
+        }
+        QBittorrent {
+            port,
+            _proc: proc,
+            _profile: profile,
+        }
+    }
+
+    pub fn addr(&self) -> std::net::SocketAddr {
+        ([127, 0, 0, 1], self.port).into()
+    }
+}
