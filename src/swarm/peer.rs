@@ -16,7 +16,7 @@ use mio::net::TcpStream;
 use super::wire::{self, BlockRef, Message};
 
 /// Bytes read from the socket per call.
-const READ_CHUNK: usize = 64 << 10;
+const READ_CHUNK: usize = 256 << 10;
 /// Most bytes waiting to be sent before the peer is dropped.
 pub const MAX_SEND_BUFFER: usize = 1 << 20;
 /// Outstanding requests assumed when a peer does not say (`reqq` absent):
@@ -43,6 +43,7 @@ pub struct Peer {
     pub state: State,
     rbuf: Vec<u8>,
     rstart: usize,
+    rend: usize,
     wbuf: Vec<u8>,
     wpos: usize,
     rcap: usize,
@@ -86,6 +87,7 @@ impl Peer {
             state: State::Connecting,
             rbuf: Vec::new(),
             rstart: 0,
+            rend: 0,
             wbuf: Vec::new(),
             wpos: 0,
             rcap: max_frame.max(wire::HANDSHAKE_LEN) + READ_CHUNK,
@@ -184,33 +186,39 @@ impl Peer {
 
     /// Read once into the receive buffer: `Ok(0)` means the peer closed,
     /// `WouldBlock` that nothing is there. Never grows the buffer past its
-    /// bound: the caller decodes (and so consumes) between reads.
+    /// bound: the caller decodes (and so consumes) between reads. The
+    /// buffer is allocated once, at the first read, and never zero-filled
+    /// again (a memset per read cost as much as the copy).
     pub fn read_some(&mut self) -> io::Result<usize> {
-        if self.rstart > 0 && (self.rstart == self.rbuf.len() || self.rstart > self.rcap / 2) {
-            self.rbuf.drain(..self.rstart);
+        if self.rbuf.len() < self.rcap {
+            self.rbuf = vec![0; self.rcap];
+        }
+        if self.rstart > 0 && (self.rstart == self.rend || self.rstart > self.rcap / 2) {
+            self.rbuf.copy_within(self.rstart..self.rend, 0);
+            self.rend -= self.rstart;
             self.rstart = 0;
         }
-        let room = self.rcap.saturating_sub(self.rbuf.len()).min(READ_CHUNK);
+        let room = (self.rcap - self.rend).min(READ_CHUNK);
         if room == 0 {
             // The decoder refuses any frame longer than the bound, so a full
             // buffer of unconsumed bytes cannot happen with a valid frame.
             return Err(io::Error::other("receive buffer full"));
         }
-        let old = self.rbuf.len();
-        self.rbuf.resize(old + room, 0);
-        let r = self.stream.read(&mut self.rbuf[old..]);
-        let n = *r.as_ref().unwrap_or(&0);
-        self.rbuf.truncate(old + n);
+        let n = self
+            .stream
+            .read(&mut self.rbuf[self.rend..self.rend + room])?;
+        self.rend += n;
         if n > 0 {
             self.last_recv = Instant::now();
         }
-        r
+        Ok(n)
     }
 
-    /// The unconsumed received bytes, taken out so the caller can decode
-    /// them while it changes the peer; give them back with [`Peer::put_back`].
-    pub fn take_received(&mut self) -> (Vec<u8>, usize) {
-        (std::mem::take(&mut self.rbuf), self.rstart)
+    /// The received bytes and the unconsumed range of them, taken out so
+    /// the caller can decode them while it changes the peer; give them back
+    /// with [`Peer::put_back`].
+    pub fn take_received(&mut self) -> (Vec<u8>, usize, usize) {
+        (std::mem::take(&mut self.rbuf), self.rstart, self.rend)
     }
 
     pub fn put_back(&mut self, buf: Vec<u8>, start: usize) {

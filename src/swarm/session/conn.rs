@@ -163,10 +163,10 @@ impl Loop {
             return Err("torrent closed".into());
         };
         let decoder = t.spec.decoder;
-        let (buf, mut pos) = p.take_received();
+        let (buf, mut pos, end) = p.take_received();
         let mut result = Ok(());
         if p.state == State::Handshaking {
-            match Handshake::decode(&buf[pos..]) {
+            match Handshake::decode(&buf[pos..end]) {
                 Ok(None) => {
                     p.put_back(buf, pos);
                     return Ok(());
@@ -185,7 +185,7 @@ impl Loop {
             }
         }
         while result.is_ok() {
-            match decoder.decode(&buf[pos..]) {
+            match decoder.decode(&buf[pos..end]) {
                 Ok(Some((m, used))) => {
                     pos += used;
                     result = self.message(tok, m);
