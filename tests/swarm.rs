@@ -748,3 +748,56 @@ fn measure_swarm_only_throughput() {
         );
     }
 }
+
+/// Joined before any seeder exists: the tracker's interval is half an hour,
+/// but with no peer connected we announce again within NO_PEER_REANNOUNCE
+/// and find the seeder that came later.
+#[test]
+fn a_seeder_that_comes_later_is_found_soon() {
+    let dir = tempdir();
+    let (_, m0, _) = make_single(&dir, 700_000, 61, &["http://127.0.0.1:1/announce"], 15);
+    let ot = Opentracker::start(&[m0.info_hash]);
+    std::fs::remove_file(dir.join("data.torrent")).unwrap();
+    let (data, m, t) = make_single(&dir, 700_000, 61, &[&ot.http_announce()], 15);
+    let tiers = tracker::tiers_from_metainfo(&read(&t));
+    let s = Swarm::join(info_of(&m), &tiers, &Settings::default()).unwrap();
+    ot.wait_for(&m.info_hash, (0, 1), Duration::from_secs(5));
+    let _seed = LtSeed::start(&t, &dir.join("seed"));
+    let t0 = Instant::now();
+    let got = read_all(
+        &s,
+        &m,
+        gtio::swarm::NO_PEER_REANNOUNCE + Duration::from_secs(10),
+    );
+    assert!(got == data);
+    assert!(s.stats().announces_ok >= 2, "{:?}", s.stats());
+    eprintln!("found the late seeder in {:?}", t0.elapsed());
+}
+
+/// Trackers that never answer and no web seed: a read fails with a clear
+/// ETIMEDOUT within the peer wait, not after the engine's retries.
+#[test]
+fn no_peer_at_all_fails_the_read_within_a_bound() {
+    let dir = tempdir();
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dead = format!(
+        "udp://127.0.0.1:{}/announce",
+        silent.local_addr().unwrap().port()
+    );
+    let (_, _, t) = make_single(&dir, 100_000, 71, &[&dead], 15);
+    let ds = gtio::Dataset::open(&format!("file://{}", t.display()), None).unwrap();
+    let t0 = Instant::now();
+    let mut b = [0u8; 100];
+    let e = ds.pread(&mut b, 0).unwrap_err();
+    let took = t0.elapsed();
+    assert_eq!(e.errno(), libc::ETIMEDOUT, "{e}");
+    assert!(e.message().contains("0 connected"), "{e}");
+    assert!(took < Duration::from_secs(35), "{took:?}");
+    let t1 = Instant::now();
+    drop(ds);
+    assert!(
+        t1.elapsed() < Duration::from_secs(3),
+        "close waited {:?}",
+        t1.elapsed()
+    );
+}

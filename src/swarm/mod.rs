@@ -56,6 +56,10 @@ const NUMWANT: u32 = 80;
 /// The first announce gets this long per tracker: a reader may be waiting.
 const FIRST_ANNOUNCE_PER_TRACKER: Duration = Duration::from_secs(5);
 const ANNOUNCE_PER_TRACKER: Duration = Duration::from_secs(15);
+/// With no peer connected, announce again this soon rather than at the
+/// tracker's interval (often 30 min): a seeder that joined after us, or
+/// peers that all went away, are found in seconds, not half an hour.
+pub const NO_PEER_REANNOUNCE: Duration = Duration::from_secs(15);
 
 /// What the swarm needs to know of a torrent.
 #[derive(Clone)]
@@ -199,7 +203,8 @@ impl Swarm {
     /// Fetch `pieces` from peers, calling `deliver` with each verified piece
     /// as it arrives (any order), or with the error that dooms a piece alone
     /// (it failed its hash [`MAX_ATTEMPTS`] times). Pieces not in by
-    /// `deadline` are given up: `Err` (transient), the ones delivered stay.
+    /// `deadline` are given up: `Err` (`ETIMEDOUT`; transient while some peer
+    /// is connected, permanent when none is), the ones delivered stay.
     pub fn fetch(
         &self,
         pieces: Range<u32>,
@@ -290,7 +295,15 @@ impl Swarm {
         if let Some(last) = errs.last() {
             msg.push_str(&format!("; last: {last}"));
         }
-        Err(Fault::transient(Error::new(libc::ETIMEDOUT, msg)))
+        let error = Error::new(libc::ETIMEDOUT, msg);
+        // With peers connected a retry may finish the job; with none, a
+        // retry would only wait as long again (the engine retries transient
+        // faults): give the reader its error now.
+        if st.peers_connected > 0 {
+            Err(Fault::transient(error))
+        } else {
+            Err(Fault::permanent(error))
+        }
     }
 }
 
@@ -357,11 +370,34 @@ impl AnnounceCtx {
                     Duration::from_secs(1u64 << failures.min(6))
                 }
             };
-            match stop.recv_timeout(wait) {
-                Err(RecvTimeoutError::Timeout) => continue,
-                _ => break,
+            if !self.wait(&stop, wait) {
+                break;
             }
         }
+        self.stopped(started);
+    }
+
+    /// Wait `wait`, or less when no peer is connected: false when stopped.
+    fn wait(&self, stop: &Receiver<()>, wait: Duration) -> bool {
+        let t0 = Instant::now();
+        loop {
+            let elapsed = t0.elapsed();
+            if elapsed >= wait {
+                return true;
+            }
+            let idle = self.shared.peers_connected.load(Ordering::Relaxed) == 0;
+            if idle && elapsed >= NO_PEER_REANNOUNCE {
+                return true;
+            }
+            let step = (wait - elapsed).min(Duration::from_secs(1));
+            match stop.recv_timeout(step) {
+                Err(RecvTimeoutError::Timeout) => {}
+                _ => return false,
+            }
+        }
+    }
+
+    fn stopped(&mut self, started: bool) {
         if started {
             self.params.event = Event::Stopped;
             self.params.numwant = 0;
