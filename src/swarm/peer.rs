@@ -16,7 +16,7 @@ use mio::net::TcpStream;
 use super::wire::{self, BlockRef, Message};
 
 /// Bytes read from the socket per call.
-const READ_CHUNK: usize = 256 << 10;
+const READ_CHUNK: usize = 128 << 10;
 /// Most bytes waiting to be sent before the peer is dropped.
 pub const MAX_SEND_BUFFER: usize = 1 << 20;
 /// Outstanding requests assumed when a peer does not say (`reqq` absent):
