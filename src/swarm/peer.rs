@@ -26,6 +26,8 @@ pub const DEFAULT_REQQ: u32 = 250;
 /// says 2000 on loopback): 512 blocks are 8 MiB, more than a loopback
 /// bandwidth-delay product, and it bounds what a stalled peer holds up.
 pub const MAX_PIPELINE: u32 = 512;
+/// How long a rejected block is not asked of the same peer.
+pub const REJECT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(500);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
@@ -33,6 +35,9 @@ pub enum State {
     Connecting,
     /// Connected, our handshake sent, theirs not yet read.
     Handshaking,
+    /// Accepted from a peer that dialled us; its handshake (naming the
+    /// torrent) not yet read, ours not yet sent.
+    Incoming,
     Active,
 }
 
@@ -60,10 +65,12 @@ pub struct Peer {
     pub allowed_fast: Vec<u32>,
     /// Blocks asked of this peer and not yet answered, with when.
     pub outstanding: Vec<(BlockRef, Instant)>,
-    /// Blocks this peer rejected: not asked of it again while it stays
-    /// unchoked (a peer whose queue is full rejects, and asking again at
-    /// once would loop).
-    pub rejected: Vec<BlockRef>,
+    /// Blocks this peer rejected, and when: not asked of it again for
+    /// [`REJECT_BACKOFF`] (a peer whose queue is full rejects, and asking
+    /// again at once would loop). Not for ever: libtorrent rejects the
+    /// allowed-fast requests it got just before its unchoke, and a block
+    /// only that peer can serve must be asked again.
+    pub rejected: Vec<(BlockRef, Instant)>,
     /// Its blocks were handed to other peers after it stalled; no new
     /// requests until it delivers something.
     pub snubbed: bool,
@@ -108,6 +115,12 @@ impl Peer {
             last_send: now,
             waiting_since: None,
         }
+    }
+
+    /// Size the receive buffer for a torrent whose largest frame is
+    /// `max_frame` (an incoming peer learns it from the handshake).
+    pub fn set_max_frame(&mut self, max_frame: usize) {
+        self.rcap = max_frame.max(wire::HANDSHAKE_LEN) + READ_CHUNK;
     }
 
     /// How many requests may be in flight to this peer.
@@ -191,7 +204,9 @@ impl Peer {
     /// again (a memset per read cost as much as the copy).
     pub fn read_some(&mut self) -> io::Result<usize> {
         if self.rbuf.len() < self.rcap {
-            self.rbuf = vec![0; self.rcap];
+            // Keeps what is unconsumed: an incoming peer's buffer grows once
+            // its torrent (and so its largest frame) is known.
+            self.rbuf.resize(self.rcap, 0);
         }
         if self.rstart > 0 && (self.rstart == self.rend || self.rstart > self.rcap / 2) {
             self.rbuf.copy_within(self.rstart..self.rend, 0);
@@ -224,6 +239,13 @@ impl Peer {
     pub fn put_back(&mut self, buf: Vec<u8>, start: usize) {
         self.rbuf = buf;
         self.rstart = start;
+    }
+
+    /// Whether `b` was rejected by this peer lately.
+    pub fn recently_rejected(&self, b: &BlockRef, now: Instant) -> bool {
+        self.rejected
+            .iter()
+            .any(|(r, at)| r == b && now.saturating_duration_since(*at) < REJECT_BACKOFF)
     }
 
     /// Forget `b` from the outstanding list; true if it was there.

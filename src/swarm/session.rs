@@ -9,7 +9,8 @@
 //!   in all), to addresses the trackers gave; TCP_NODELAY on each, since one
 //!   lone request on loopback otherwise waits 40 ms for a delayed ACK
 //!   (REFERENCES.md). A failed address is retried with exponential backoff;
-//!   a banned one never.
+//!   a banned one never. Peers that dial us (we announce the port we listen
+//!   on) are accepted and join the torrent their handshake names.
 //! - **Handshake.** Ours first (extension protocol and fast extension
 //!   bits), then theirs must name the same info-hash and not our own peer
 //!   ID. Then the BEP 10 handshake (our `reqq` and client name),
@@ -185,8 +186,8 @@ pub fn get() -> Result<Arc<Handle>> {
 fn start() -> Result<Handle> {
     let poll = Poll::new()?;
     let waker = Waker::new(poll.registry(), WAKER)?;
-    // We serve nothing, but a tracker needs a port, and an address that
-    // refuses would make peers retry it: accept and close at once.
+    // We serve no pieces, but peers that find us through a tracker may dial
+    // us: their connections are accepted and join their torrent.
     let any: SocketAddr = ([0, 0, 0, 0], 0).into();
     let mut listener = TcpListener::bind(any)?;
     let port = listener.local_addr()?.port();
@@ -276,9 +277,28 @@ impl Loop {
         }
     }
 
+    /// Incoming connections: a peer that learnt our address from a tracker.
+    /// Which torrent it wants is known only from its handshake
+    /// (`conn::incoming_handshake`).
     fn accept(&mut self) {
-        while let Ok((s, _)) = self.listener.accept() {
-            drop(s);
+        while let Ok((mut s, addr)) = self.listener.accept() {
+            if self.peers.len() >= GLOBAL_MAX_PEERS || self.torrents.is_empty() {
+                continue; // dropped: closed at once
+            }
+            let tok = Token(self.next_token);
+            self.next_token += 1;
+            if self
+                .poll
+                .registry()
+                .register(&mut s, tok, Interest::READABLE | Interest::WRITABLE)
+                .is_err()
+            {
+                continue;
+            }
+            let mut p = Peer::new(addr, 0, s, 0);
+            p.state = super::peer::State::Incoming;
+            let _ = p.stream.set_nodelay(true);
+            self.peers.insert(tok, p);
         }
     }
 

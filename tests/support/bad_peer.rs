@@ -25,6 +25,9 @@ pub enum Mode {
     HugeLength,
     /// Unchokes, then chokes after `n` blocks and rejects what it owes.
     ChokeAfter(usize),
+    /// Unchoked throughout, rejects its first `n` requests, then serves
+    /// (libtorrent rejects allowed-fast requests that cross its unchoke).
+    RejectFirst(usize),
 }
 
 pub struct BadPeer {
@@ -110,6 +113,7 @@ fn serve(
         s.write_all(&msg(1, &[]))?; // unchoke
     }
     let mut blocks = 0usize;
+    let mut requests = 0usize;
     let mut choked = false;
     loop {
         let mut len = [0u8; 4];
@@ -128,6 +132,7 @@ fn serve(
         }
         let u = |i: usize| u32::from_be_bytes(body[i..i + 4].try_into().unwrap());
         let (piece, begin, n) = (u(1), u(5), u(9));
+        requests += 1;
         if choked {
             s.write_all(&msg(0x10, &body[1..13]))?; // reject
             continue;
@@ -138,6 +143,10 @@ fn serve(
                 continue;
             }
             Mode::Stall => continue,
+            Mode::RejectFirst(k) if requests <= k => {
+                s.write_all(&msg(0x10, &body[1..13]))?;
+                continue;
+            }
             Mode::DropAfter(k) if blocks >= k => return Ok(()),
             Mode::ChokeAfter(k) if blocks >= k => {
                 choked = true;

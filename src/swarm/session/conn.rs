@@ -155,7 +155,53 @@ impl Loop {
         }
     }
 
+    /// An incoming peer's handshake: find its torrent, answer with ours.
+    /// `Ok(false)` while the handshake is incomplete.
+    fn incoming_handshake(&mut self, tok: Token) -> std::result::Result<bool, String> {
+        let Some(p) = self.peers.get_mut(&tok) else {
+            return Ok(false);
+        };
+        let (buf, pos, end) = p.take_received();
+        let h = Handshake::decode(&buf[pos..end]);
+        p.put_back(buf, pos);
+        let h = match h {
+            Ok(None) => return Ok(false),
+            Ok(Some(h)) => h,
+            Err(e) => return Err(e.0),
+        };
+        let Some((&id, t)) = self
+            .torrents
+            .iter_mut()
+            .find(|(_, t)| t.spec.info_hash == h.info_hash)
+        else {
+            return Err("handshake names a torrent we do not have open".into());
+        };
+        if h.peer_id == t.spec.peer_id {
+            return Err("connected to ourselves".into());
+        }
+        if t.peers.len() >= t.spec.max_peers {
+            return Err("torrent has its peers already".into());
+        }
+        t.peers.insert(tok);
+        p.torrent = id;
+        p.set_max_frame(t.spec.decoder.max_frame());
+        let mut hs = Vec::with_capacity(wire::HANDSHAKE_LEN);
+        Handshake::ours(t.spec.info_hash, t.spec.peer_id).encode(&mut hs);
+        p.queue_raw(&hs);
+        // Consumed below like an outgoing peer's: it is one now.
+        p.state = State::Handshaking;
+        Ok(true)
+    }
+
     pub(super) fn consume(&mut self, tok: Token) -> std::result::Result<(), String> {
+        if self
+            .peers
+            .get(&tok)
+            .is_some_and(|p| p.state == State::Incoming)
+            && !self.incoming_handshake(tok)?
+        {
+            return Ok(());
+        }
         let Some(p) = self.peers.get_mut(&tok) else {
             return Ok(());
         };
@@ -287,7 +333,7 @@ impl Loop {
                 State::Connecting if age > CONNECT_TIMEOUT => {
                     drops.push((*tok, "connect timed out".to_string()))
                 }
-                State::Handshaking if age > HANDSHAKE_TIMEOUT => {
+                State::Handshaking | State::Incoming if age > HANDSHAKE_TIMEOUT => {
                     drops.push((*tok, "no handshake".to_string()))
                 }
                 State::Active => {
@@ -337,6 +383,14 @@ impl Loop {
         let ids: Vec<u64> = self.torrents.keys().copied().collect();
         for id in ids {
             self.connect_more(id);
+            // Blocks whose reject backoff ran out can be asked again.
+            if self
+                .torrents
+                .get(&id)
+                .is_some_and(|t| !t.jobs.open.is_empty())
+            {
+                self.dirty.insert(id);
+            }
         }
         let toks: Vec<Token> = self.peers.keys().copied().collect();
         for tok in toks {

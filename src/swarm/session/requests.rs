@@ -9,7 +9,7 @@ use std::time::Instant;
 use mio::Token;
 
 use super::{Loop, ENDGAME_PIECES};
-use crate::swarm::peer::State;
+use crate::swarm::peer::{State, REJECT_BACKOFF};
 use crate::swarm::pieces::{BlockState, Delivery};
 use crate::swarm::wire::{self, BlockRef, Message, BLOCK};
 
@@ -83,8 +83,11 @@ impl Loop {
             }
             Message::Reject(b) => {
                 if p.take_outstanding(&b) {
+                    let now = Instant::now();
+                    p.rejected
+                        .retain(|(_, at)| now.saturating_duration_since(*at) < REJECT_BACKOFF);
                     if p.rejected.len() < 4096 {
-                        p.rejected.push(b);
+                        p.rejected.push((b, now));
                     }
                     t.jobs.release(tok, &b);
                     self.dirty.insert(torrent);
@@ -240,7 +243,7 @@ impl Loop {
                 }
                 let r = j.block_ref(piece, i);
                 let b = &mut j.blocks[i];
-                if b.state != BlockState::Missing || p.rejected.contains(&r) {
+                if b.state != BlockState::Missing || p.recently_rejected(&r, now) {
                     continue;
                 }
                 b.state = BlockState::Requested;
