@@ -150,3 +150,52 @@ impl Jobs {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jobs_track_missing_blocks_in_want_order() {
+        let (tx, _rx) = crossbeam_channel::unbounded();
+        let mut j = Jobs::default();
+        j.want(7, 40_000, 1, tx.clone(), false);
+        j.want(3, 16_384, 1, tx.clone(), false);
+        // A second waiter joins the same job.
+        j.want(7, 40_000, 2, tx.clone(), true);
+        assert_eq!(j.by_piece.len(), 2);
+        let job = &j.by_piece[&7];
+        assert_eq!(
+            job.blocks.len(),
+            3,
+            "40 000 bytes = 16 KiB + 16 KiB + 7 232"
+        );
+        assert_eq!(job.block_ref(7, 2).len, 40_000 - 2 * BLOCK);
+        assert!(job.exclusive && job.waiters.len() == 2);
+        let order: Vec<u32> = j.open.iter().map(|&(_, p)| p).collect();
+        assert_eq!(order, vec![7, 3], "oldest want first");
+
+        // A block asked of peer 1 and released goes back to missing, and
+        // the job back to the open set.
+        let r = j.by_piece[&3].block_ref(3, 0);
+        let seq = j.by_piece[&3].seq;
+        j.open.remove(&(seq, 3));
+        let b = &mut j.by_piece.get_mut(&3).unwrap().blocks[0];
+        b.state = BlockState::Requested;
+        b.reqs.push(Token(1));
+        j.release(Token(2), &r);
+        assert_eq!(
+            j.by_piece[&3].blocks[0].state,
+            BlockState::Requested,
+            "not owed by 2"
+        );
+        j.release(Token(1), &r);
+        assert_eq!(j.by_piece[&3].blocks[0].state, BlockState::Missing);
+        assert!(j.open.contains(&(seq, 3)));
+
+        assert!(j.remove(7).is_some());
+        assert!(j.remove(7).is_none());
+        assert_eq!(j.order.len(), 1);
+        assert!(!j.open.iter().any(|&(_, p)| p == 7));
+    }
+}
