@@ -842,3 +842,44 @@ fn rejected_blocks_are_asked_again_of_the_only_peer() {
     assert!(out == *data);
     drop(dir);
 }
+
+/// Through the C ABI: `gtio_open_uri` of a tracker-only torrent sends
+/// `started`, `gtio_pread` reads from the libtorrent seed, `gtio_close`
+/// sends `stopped`.
+#[test]
+fn c_abi_open_read_close_a_tracker_only_torrent() {
+    use gtio::ffi::{gtio_close, gtio_open_uri, gtio_pread, GTIO_Error};
+    let dir = tempdir();
+    let (_, m0, _) = make_single(&dir, 2_000_000, 91, &["http://127.0.0.1:1/announce"], 16);
+    let ot = Opentracker::start(&[m0.info_hash]);
+    std::fs::remove_file(dir.join("data.torrent")).unwrap();
+    let (data, m, t) = make_single(&dir, 2_000_000, 91, &[&ot.http_announce()], 16);
+    let _seed = LtSeed::start(&t, &dir.join("seed"));
+    ot.wait_for(&m.info_hash, (1, 0), Duration::from_secs(15));
+    let new_err = || GTIO_Error {
+        code: 0,
+        http_status: 0,
+        message: [0; 512],
+    };
+    let uri = std::ffi::CString::new(format!("file://{}", t.display())).unwrap();
+    let mut err = new_err();
+    let h = gtio_open_uri(uri.as_ptr(), std::ptr::null(), &mut err);
+    assert!(!h.is_null(), "gtio_open_uri: errno {}", err.code);
+    ot.wait_for(&m.info_hash, (1, 1), Duration::from_secs(5));
+    let mut buf = vec![0u8; data.len()];
+    let mut at = 0;
+    while at < buf.len() {
+        let n = gtio_pread(
+            h,
+            buf[at..].as_mut_ptr().cast(),
+            buf.len() - at,
+            at as u64,
+            &mut err,
+        );
+        assert!(n > 0, "gtio_pread: errno {}", err.code);
+        at += n as usize;
+    }
+    assert!(buf == data, "bytes differ");
+    assert_eq!(gtio_close(h, &mut err), 0);
+    ot.wait_for(&m.info_hash, (1, 0), Duration::from_secs(5));
+}
