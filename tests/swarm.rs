@@ -884,3 +884,29 @@ fn c_abi_open_read_close_a_tracker_only_torrent() {
     assert_eq!(gtio_close(h, &mut err), 0);
     ot.wait_for(&m.info_hash, (1, 0), Duration::from_secs(5));
 }
+
+/// A peer that never unchokes us is dropped after UNCHOKE_WAIT, and its
+/// address is retried later (backoff), not held on to.
+#[test]
+fn a_never_unchoking_peer_is_dropped_after_a_bound() {
+    let (_d, m, _data, _seed, bad) = lt_and_bad(Mode::NeverUnchoke);
+    let s = Swarm::join(info_of(&m), &[], &Settings::default()).unwrap();
+    s.add_peers(vec![bad.addr]);
+    wait_until("the connection", Duration::from_secs(5), || {
+        s.stats().peers_connected == 1
+    });
+    let t0 = Instant::now();
+    wait_until(
+        "the drop",
+        gtio::swarm::UNCHOKE_WAIT + Duration::from_secs(3),
+        || s.stats().peers_connected == 0,
+    );
+    assert!(t0.elapsed() + Duration::from_secs(1) >= gtio::swarm::UNCHOKE_WAIT);
+    assert!(
+        s.recent_errors()
+            .iter()
+            .any(|e| e.contains("did not unchoke us")),
+        "{:?}",
+        s.recent_errors()
+    );
+}

@@ -47,6 +47,8 @@ use crate::{Error, Result};
 use session::{Cmd, Shared, TorrentSpec};
 use tracker::{AnnounceParams, Event, Trackers};
 
+pub use session::{CONNECT_TIMEOUT, GLOBAL_MAX_PEERS, STALL, STALL_DROP, UNCHOKE_WAIT};
+
 /// How long dropping a swarm waits for its `stopped` announce.
 pub const STOP_WAIT: Duration = Duration::from_secs(2);
 /// Tries of one piece (hash failures) before its read fails.
