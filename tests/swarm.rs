@@ -910,3 +910,32 @@ fn a_never_unchoking_peer_is_dropped_after_a_bound() {
         s.recent_errors()
     );
 }
+
+/// Two opens of one torrent share its swarm: the tracker sees one leecher,
+/// `started` at the first open and `stopped` only at the last close.
+#[test]
+fn two_opens_share_one_swarm_until_the_last_close() {
+    let dir = tempdir();
+    let (_, m0, _) = make_single(&dir, 600_000, 95, &["http://127.0.0.1:1/announce"], 15);
+    let ot = Opentracker::start(&[m0.info_hash]);
+    std::fs::remove_file(dir.join("data.torrent")).unwrap();
+    let (data, m, t) = make_single(&dir, 600_000, 95, &[&ot.http_announce()], 15);
+    let _seed = LtSeed::start(&t, &dir.join("seed"));
+    ot.wait_for(&m.info_hash, (1, 0), Duration::from_secs(15));
+    let uri = format!("file://{}", t.display());
+    let a = gtio::Dataset::open(&uri, None).unwrap();
+    let b = gtio::Dataset::open(&uri, None).unwrap();
+    let mut buf = vec![0u8; 1000];
+    assert_eq!(b.pread(&mut buf, 500_000).unwrap(), 1000);
+    assert_eq!(&buf[..], &data[500_000..501_000]);
+    ot.wait_for(&m.info_hash, (1, 1), Duration::from_secs(5));
+    drop(a);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        ot.scrape(&m.info_hash),
+        (1, 1),
+        "stopped sent while b is open"
+    );
+    drop(b);
+    ot.wait_for(&m.info_hash, (1, 0), Duration::from_secs(5));
+}

@@ -79,7 +79,7 @@ struct Seed {
 
 pub struct TorrentProvider {
     // --- swarm (issue 11): peers beside the web seeds ---
-    swarm: Option<Swarm>,
+    swarm: Option<Arc<Swarm>>,
     /// Alternates jobs between peers and web seeds when both can serve.
     turn: AtomicUsize,
     // --- end swarm ---
@@ -177,7 +177,7 @@ impl TorrentProvider {
             let s = crate::swarm::Settings {
                 max_peers: settings.max_peers as usize,
             };
-            Some(Swarm::join(info, tiers, &s)?)
+            Some(Swarm::shared(info, tiers, &s)?)
         } else {
             None
         };
@@ -421,7 +421,7 @@ impl PieceProvider for TorrentProvider {
 impl TorrentProvider {
     /// The swarm's counters, when peers are on for this torrent.
     pub fn swarm_stats(&self) -> Option<crate::swarm::SwarmStats> {
-        self.swarm.as_ref().map(Swarm::stats)
+        self.swarm.as_ref().map(|s| s.stats())
     }
 
     /// Peers and web seeds together, the simplest mix that keeps reads from

@@ -6,7 +6,11 @@
 //!   connection; `peer` and `pieces` are its per-connection and per-piece
 //!   state.
 //!
-//! A [`Swarm`] is one open torrent's membership. [`Swarm::join`] registers
+//! A [`Swarm`] is one open torrent's membership; [`Swarm::shared`] gives
+//! every open of the same info-hash in the process the same one, so the
+//! tracker sees one peer that starts at the first open and stops at the
+//! last close, and two handles never compete for the same peers.
+//! [`Swarm::join`] registers
 //! the torrent with the loop and starts its announcer: a small thread that
 //! sends `started`, hands the peers it learns to the loop, re-announces at
 //! the tracker's interval, and sends `stopped` when the swarm is dropped
@@ -111,7 +115,29 @@ pub struct Swarm {
     announces_ok: Arc<std::sync::atomic::AtomicU64>,
 }
 
+/// The swarms of this process by info-hash (fresh in a fork child).
+static SWARMS: crate::fork_safe::ForkSafe<Mutex<HashMap<[u8; 20], std::sync::Weak<Swarm>>>> =
+    crate::fork_safe::ForkSafe::new(|| Mutex::new(HashMap::new()));
+
 impl Swarm {
+    /// The process's swarm of `info`, joined by the first caller and left
+    /// (`stopped`) when the last `Arc` drops.
+    pub fn shared(
+        info: TorrentInfo,
+        tiers: &[Vec<String>],
+        settings: &Settings,
+    ) -> Result<Arc<Swarm>> {
+        let mut all = SWARMS.get().lock().unwrap_or_else(|e| e.into_inner());
+        all.retain(|_, w| w.strong_count() > 0);
+        if let Some(s) = all.get(&info.info_hash).and_then(std::sync::Weak::upgrade) {
+            return Ok(s);
+        }
+        let hash = info.info_hash;
+        let s = Arc::new(Swarm::join(info, tiers, settings)?);
+        all.insert(hash, Arc::downgrade(&s));
+        Ok(s)
+    }
+
     /// Join the swarm of `info`: register with the loop and, when `tiers`
     /// names usable trackers, start announcing (`started` at once).
     pub fn join(info: TorrentInfo, tiers: &[Vec<String>], settings: &Settings) -> Result<Swarm> {
