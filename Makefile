@@ -6,6 +6,11 @@ PREFIX     ?= /usr/local
 LIBDIR     ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
 BINDIR     ?= $(PREFIX)/bin
+DATADIR    ?= $(PREFIX)/share
+MANDIR     ?= $(DATADIR)/man
+BASHCOMPDIR ?= $(DATADIR)/bash-completion/completions
+ZSHCOMPDIR  ?= $(DATADIR)/zsh/site-functions
+FISHCOMPDIR ?= $(DATADIR)/fish/vendor_completions.d
 DESTDIR    ?=
 CARGO      ?= cargo
 CC         := $(if $(filter default,$(origin CC)),cc,$(CC))
@@ -28,7 +33,7 @@ PY_TESTS := $(shell find tests/python \( -name 'test_*.py' -o -name '*_test.py' 
 
 VALGRIND := valgrind --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=1 --suppressions=$(CURDIR)/tests/valgrind.supp
 
-.PHONY: build header examples test demo install uninstall check-mem check-asan clean deps bench bench-smoke
+.PHONY: build header examples test demo install uninstall check-mem check-asan clean deps bench bench-smoke wheel
 
 deps:
 	@scripts/install-deps.sh
@@ -73,6 +78,11 @@ demo:
 	@$(MAKE) --no-print-directory examples
 	@GTIO=$(CURDIR)/$(RELEASE)/gtio EXDIR=$(CURDIR)/$(EXDIR) scripts/demo.sh
 
+# `gtio generate` writes these (src/bin/gtio/generate.rs); the list is what
+# uninstall removes, and the install test fails if it falls behind.
+GEN_DIR   := target/generated
+MAN_PAGES := gtio gtio-ls gtio-cat gtio-get gtio-create gtio-serve gtio-mount
+
 # gtio.pc's Libs carry -Wl,-rpath,$(LIBDIR), so a program built with
 # `pkg-config --cflags --libs gtio` finds libgtio.so at run time without
 # LD_LIBRARY_PATH; for a system prefix run as root, ldconfig also runs.
@@ -91,6 +101,13 @@ install: build
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
 	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@VERSION@|$(VERSION)|g' \
 	    gtio.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/gtio.pc
+	@# man pages and completions, generated from the clap definitions by the binary being installed
+	@rm -rf $(GEN_DIR) && $(RELEASE)/gtio -q generate $(GEN_DIR)
+	install -d $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR) $(DESTDIR)$(FISHCOMPDIR)
+	install -m 644 $(GEN_DIR)/man1/*.1 $(DESTDIR)$(MANDIR)/man1/
+	install -m 644 $(GEN_DIR)/completions/gtio.bash $(DESTDIR)$(BASHCOMPDIR)/gtio
+	install -m 644 $(GEN_DIR)/completions/_gtio $(DESTDIR)$(ZSHCOMPDIR)/_gtio
+	install -m 644 $(GEN_DIR)/completions/gtio.fish $(DESTDIR)$(FISHCOMPDIR)/gtio.fish
 	@if [ -z "$(DESTDIR)" ] && command -v ldconfig >/dev/null && [ "$$(id -u)" = 0 ]; then ldconfig; fi
 
 # Removes exactly what install put there (same PREFIX/DESTDIR), nothing else.
@@ -99,9 +116,29 @@ uninstall:
 	      $(DESTDIR)$(LIBDIR)/libgtio.so $(DESTDIR)$(LIBDIR)/libgtio.so.$(SOMAJOR) \
 	      $(DESTDIR)$(LIBDIR)/libgtio.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libgtio.a \
 	      $(DESTDIR)$(LIBDIR)/pkgconfig/gtio.pc \
-	      $(DESTDIR)$(LIBDIR)/htslib/hfile_gtio.so
+	      $(DESTDIR)$(LIBDIR)/htslib/hfile_gtio.so \
+	      $(addprefix $(DESTDIR)$(MANDIR)/man1/,$(addsuffix .1,$(MAN_PAGES))) \
+	      $(DESTDIR)$(BASHCOMPDIR)/gtio $(DESTDIR)$(ZSHCOMPDIR)/_gtio $(DESTDIR)$(FISHCOMPDIR)/gtio.fish
 	-rmdir $(DESTDIR)$(LIBDIR)/htslib 2>/dev/null
 	@if [ -z "$(DESTDIR)" ] && command -v ldconfig >/dev/null && [ "$$(id -u)" = 0 ]; then ldconfig; fi
+
+# --- wheel (issue 16) --------------------------------------------------------
+# A wheel of the Python package with libgtio inside (gtio/_libgtio.abi3.so),
+# built by setuptools-rust (python/setup.py) into target/wheels. It reuses
+# this build tree (CARGO_TARGET_DIR), so after `make build` it only packs.
+# Offline when the Python used has setuptools-rust (the test venv does);
+# otherwise pip fetches the build backend from PyPI (build isolation).
+WHEEL_PY  ?= $(if $(wildcard $(VENV_PY)),$(VENV_PY),python3)
+WHEEL_DIR := target/wheels
+
+wheel: build
+	@mkdir -p $(WHEEL_DIR) && rm -rf python/build python/gtio.egg-info
+	@iso=$$($(WHEEL_PY) -c 'import setuptools_rust, wheel' 2>/dev/null && echo --no-build-isolation); \
+	CARGO_TARGET_DIR=$(CURDIR)/target $(WHEEL_PY) -m pip wheel -q --no-deps --disable-pip-version-check \
+		$$iso -w $(WHEEL_DIR) ./python
+	@rm -rf python/build python/gtio.egg-info
+	@ls -1 $(WHEEL_DIR)/gtio-$(VERSION)-*.whl
+# --- end wheel ----------------------------------------------------------------
 
 # The C examples under valgrind against nginx (0 definitely lost, no memory errors).
 check-mem: examples

@@ -281,15 +281,17 @@ const char *gtio_version(void);
  Open a torrent from its bencoded metainfo (`gto_buf`, `gto_size` bytes;
  at most 64 MiB). The library copies what it keeps: the caller may free or
  reuse the buffer as soon as this returns. `cred` (NULL: none) is sent to
- the torrent's web seeds. Malformed metainfo is `EINVAL` with the reason.
- Returns a handle, or NULL with `*err`. Never blocks on the network.
+ the torrent's web seeds. Malformed metainfo is `EINVAL` with the reason;
+ a stream over `INT64_MAX` bytes is `EFBIG`. Returns a handle, or NULL
+ with `*err`. Never blocks on the network.
  */
 struct GTIO *gtio_open_gto(const void *gto_buf, size_t gto_size, const char *cred, struct GTIO_Error *err);
 
 /*
  The dataset's files in stream order (pad files hidden): `*fi` receives an
  array of the returned count, to free with `gtio_free_file_list`. Names are
- '/'-separated paths. Returns the count (0 with `*fi` NULL for none), or -1
+ '/'-separated paths; a BEP 47 symlink is listed with size 0 (it has no
+ bytes in the stream and is never read through). Returns the count (0 with `*fi` NULL for none), or -1
  with `*err`. Never blocks.
  */
 int64_t gtio_get_file_list(struct GTIO *gtio, struct GTIO_FileInfo **fi, struct GTIO_Error *err);

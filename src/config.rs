@@ -36,6 +36,8 @@ pub struct Config {
     pub ring_entries: u32,
     pub poller_thread: bool,
     pub ca_bundle: Option<PathBuf>,
+    /// Stall and open bounds of the HTTP client (environment-only settings).
+    pub http: HttpBounds,
 }
 
 impl Default for Config {
@@ -51,6 +53,7 @@ impl Default for Config {
             ring_entries: 1024,
             poller_thread: false,
             ca_bundle: None,
+            http: HttpBounds::default(),
         }
     }
 }
@@ -86,6 +89,7 @@ impl Config {
         self.ring_entries = self.ring_entries.min(1 << 20);
         self.readahead_max_bytes = self.readahead_max_bytes.min(self.cache_bytes / 4);
         self.retries = self.retries.min(32);
+        self.http = self.http.normalized();
         self
     }
 
@@ -93,6 +97,64 @@ impl Config {
         Duration::from_millis(u64::from(self.timeout_ms))
     }
 }
+
+// ---- HTTP bounds: stall_min_bytes_per_sec, open_timeout_ms (issue #9 item 4) ----
+//
+// Settings added after the first release: `GTIO_Config` keeps its layout, so
+// these come from the environment (read when the library starts) or, from
+// Rust, from `Config::http`. docs/http.md explains the rules.
+
+/// How slow an HTTP transfer may be before it is given up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpBounds {
+    /// A transfer that moves fewer bytes than this per second, measured over
+    /// windows of `timeout_ms` spent waiting for the server, is a stall: a
+    /// transient fault (retried), then `ETIMEDOUT`. `GTIO_STALL_MIN_BYTES_PER_SEC`,
+    /// default 1024. 0 keeps only "no byte at all for `timeout_ms`".
+    pub stall_min_bytes_per_sec: u64,
+    /// The whole of an open (HEAD, probe, metainfo download) must finish
+    /// within this many milliseconds. `GTIO_OPEN_TIMEOUT_MS`, default 60000.
+    pub open_timeout_ms: u32,
+}
+
+impl HttpBounds {
+    pub const DEFAULT_STALL_MIN_BYTES_PER_SEC: u64 = 1024;
+    pub const DEFAULT_OPEN_TIMEOUT_MS: u32 = 60_000;
+
+    /// Fill unset (zero) open deadline from the environment, then the
+    /// default. The stall rate keeps an explicit value (0 is meaningful).
+    pub fn normalized(mut self) -> HttpBounds {
+        if self.open_timeout_ms == 0 {
+            self.open_timeout_ms = env_number("GTIO_OPEN_TIMEOUT_MS")
+                .and_then(|v| u32::try_from(v).ok())
+                .filter(|v| *v > 0)
+                .unwrap_or(Self::DEFAULT_OPEN_TIMEOUT_MS);
+        }
+        self
+    }
+
+    pub fn open_timeout(&self) -> Duration {
+        Duration::from_millis(u64::from(self.open_timeout_ms))
+    }
+}
+
+impl Default for HttpBounds {
+    /// The environment's values, else the defaults.
+    fn default() -> Self {
+        HttpBounds {
+            stall_min_bytes_per_sec: env_number("GTIO_STALL_MIN_BYTES_PER_SEC")
+                .unwrap_or(Self::DEFAULT_STALL_MIN_BYTES_PER_SEC),
+            open_timeout_ms: 0,
+        }
+        .normalized()
+    }
+}
+
+/// A decimal environment variable; unset or unparsable means "not set".
+fn env_number(name: &str) -> Option<u64> {
+    std::env::var(name).ok()?.trim().parse().ok()
+}
+// ---- end HTTP bounds ----
 
 // --- swarm settings (issue 11) -------------------------------------------
 // Added after the first release, so not in `GTIO_Config`: they come from the
@@ -153,6 +215,10 @@ mod tests {
             ring_entries: 0,
             poller_thread: false,
             ca_bundle: None,
+            http: HttpBounds {
+                stall_min_bytes_per_sec: 0,
+                open_timeout_ms: 0,
+            },
         }
         .normalized();
         let d = Config::default();

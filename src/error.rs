@@ -135,24 +135,26 @@ pub fn errno_name(errno: i32) -> &'static str {
 
 /// A URL fit for a message or a log line: no userinfo, no query string
 /// (presigned URLs carry their signature there), no fragment.
+///
+/// Userinfo goes first, before anything else is cut: a password may hold
+/// `?` or `#` (`http://user:s3cret?x@host/obj` does not parse, and cutting
+/// the query first would leave `user:s3cret` looking like a host). The
+/// authority is taken to run up to the first `/` after `://`, and
+/// everything up to its last `@` is dropped; that may over-redact an odd
+/// URL, never under-redact it.
 pub fn redact_url(url: &str) -> String {
     let (scheme, rest) = match url.split_once("://") {
         Some(parts) => parts,
         None => return "<url>".to_string(),
     };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let rest = match rest[..authority_end].rfind('@') {
+        Some(at) => &rest[at + 1..],
+        None => rest,
+    };
     let end = rest.find(['?', '#']).unwrap_or(rest.len());
-    let rest = &rest[..end];
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, ""),
-    };
-    let host = authority.rsplit('@').next().unwrap_or(authority);
-    let elided = if end < url.len() - scheme.len() - 3 {
-        "?…"
-    } else {
-        ""
-    };
-    format!("{scheme}://{host}{path}{elided}")
+    let elided = if end < rest.len() { "?…" } else { "" };
+    format!("{scheme}://{}{elided}", &rest[..end])
 }
 
 #[cfg(test)]
@@ -168,6 +170,16 @@ mod tests {
         assert_eq!(redact_url("http://h:80/x"), "http://h:80/x");
         assert_eq!(redact_url("file:///tmp/x"), "file:///tmp/x");
         assert_eq!(redact_url("nonsense"), "<url>");
+        assert_eq!(
+            redact_url("http://user:s3cret?x@host/obj"),
+            "http://host/obj"
+        );
+        assert_eq!(
+            redact_url("http://user:s3cret#x@host/obj?q"),
+            "http://host/obj?…"
+        );
+        assert_eq!(redact_url("http://u:p@host"), "http://host");
+        assert_eq!(redact_url("http://host/a@b?c"), "http://host/a@b?…");
     }
 
     #[test]

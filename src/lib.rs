@@ -16,6 +16,7 @@ pub mod error;
 pub mod ffi;
 pub mod fork_safe;
 pub mod handle;
+pub mod http_date;
 pub mod runtime;
 pub mod serve;
 pub mod source;

@@ -1,9 +1,13 @@
 //! `gtio mount` for real: a torrent mounted with FUSE, read with ordinary
 //! tools. Skipped (with a message) where /dev/fuse or fusermount3 is absent.
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use support::nginx::{test_data, Nginx};
 
 fn usable() -> bool {
     let ok =
@@ -24,18 +28,68 @@ fn is_mounted(mp: &Path) -> bool {
     mounts.lines().any(|l| l.split(' ').nth(1) == Some(mp))
 }
 
+/// A running `gtio mount`. Dropped by a failing test, it kills the process
+/// and detaches the mount, so no dead mount outlives the test.
+struct Mounted {
+    child: Child,
+    mp: PathBuf,
+}
+
+impl std::ops::Deref for Mounted {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.child
+    }
+}
+
+impl std::ops::DerefMut for Mounted {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.child
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if is_mounted(&self.mp) {
+            let _ = Command::new("fusermount3")
+                .args(["-u", "-z"])
+                .arg(&self.mp)
+                .status();
+        }
+    }
+}
+
 /// Start `gtio mount` and wait (bounded) until the mount is there.
-fn mount(input: &Path, mp: &Path) -> Child {
-    let mut child = gtio().arg("mount").arg(input).arg(mp).spawn().unwrap();
+fn mount(input: &Path, mp: &Path) -> Mounted {
+    mount_with(input.as_os_str(), mp, &[])
+}
+
+fn mount_with(input: &std::ffi::OsStr, mp: &Path, extra: &[&str]) -> Mounted {
+    let child = gtio()
+        .arg("mount")
+        .args(extra)
+        .arg(input)
+        .arg(mp)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut m = Mounted {
+        child,
+        mp: mp.to_path_buf(),
+    };
     let t0 = Instant::now();
     while !is_mounted(mp) {
-        if let Ok(Some(st)) = child.try_wait() {
+        if let Ok(Some(st)) = m.try_wait() {
             panic!("gtio mount exited early: {st}");
         }
         assert!(t0.elapsed() < Duration::from_secs(10), "mount not ready");
         std::thread::sleep(Duration::from_millis(20));
     }
-    child
+    m
 }
 
 fn tempdir(tag: &str) -> PathBuf {
@@ -128,5 +182,363 @@ fn files_read_back_readonly_and_sigterm_unmounts_with_reader_open() {
     assert!(status.success(), "{status}");
     assert!(!is_mounted(&mp));
     drop(_reader);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Wait (bounded) for a mount process to exit; its status.
+fn wait_exit(child: &mut Mounted, why: &str) -> std::process::ExitStatus {
+    let t0 = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no exit after {why}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn unmount(mp: &Path) {
+    let st = Command::new("fusermount3")
+        .arg("-u")
+        .arg(mp)
+        .status()
+        .unwrap();
+    assert!(st.success(), "fusermount3 -u {}", mp.display());
+}
+
+fn run_ok(cmd: &mut Command) -> Vec<u8> {
+    let out = cmd.stderr(Stdio::inherit()).output().unwrap();
+    assert!(out.status.success(), "{cmd:?}: {}", out.status);
+    out.stdout
+}
+
+/// A tar of `dir` that depends only on names, sizes, contents and the
+/// read/execute bits a read-only mount keeps (files r--, dirs r-x).
+fn canonical_tar(dir: &Path) -> Vec<u8> {
+    run_ok(
+        Command::new("tar")
+            .args([
+                "-c",
+                "--sort=name",
+                "--mtime=@0",
+                "--owner=0",
+                "--group=0",
+                "--numeric-owner",
+                "--mode=a=rX",
+                "--format=gnu",
+                "-C",
+            ])
+            .arg(dir)
+            .arg("."),
+    )
+}
+
+/// (path, size) of every entry under `dir`, as `ls -lRn` prints them.
+fn ls_sizes(dir: &Path) -> Vec<(String, String)> {
+    let out = run_ok(Command::new("ls").arg("-lRn").arg(dir));
+    let text = String::from_utf8(out).unwrap();
+    let mut cur = String::new();
+    let mut rows = Vec::new();
+    for line in text.lines() {
+        if let Some(d) = line.strip_suffix(':') {
+            cur = d
+                .strip_prefix(dir.to_str().unwrap())
+                .unwrap_or(d)
+                .to_string();
+            continue;
+        }
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // Regular files only: a directory's size is the file system's own.
+        if f.len() >= 9 && line.starts_with('-') {
+            rows.push((format!("{cur}/{}", f[8..].join(" ")), f[4].to_string()));
+        }
+    }
+    rows.sort();
+    rows
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            files_under(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+#[test]
+fn remote_torrent_over_nginx_reads_like_the_tree_with_tools_python_fork_and_stats() {
+    if !usable() {
+        return;
+    }
+    let dir = tempdir("nginx");
+    let src = dir.join("set");
+    for (path, len, seed) in [
+        ("a.bin", 3_000_001usize, 1u64),
+        ("docs/readme.txt", 1_234, 2),
+        ("docs/deep/er/x y.dat", 70_001, 3),
+        ("empty.txt", 0, 4),
+    ] {
+        let p = src.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, test_data(len, seed)).unwrap();
+    }
+    // A zip made by Python's own zipfile, read back through the mount by it.
+    run_ok(
+        Command::new("python3")
+            .args(["-c", ZIP_WRITE])
+            .arg(src.join("docs/pack.zip")),
+    );
+    let ngx = Nginx::start(&dir);
+    let torrent = dir.join("set.torrent");
+    run_ok(
+        Command::new("mktorrent")
+            .args(["-l", "16", "-w"])
+            .arg(ngx.url(""))
+            .arg("-o")
+            .arg(&torrent)
+            .arg(&src),
+    );
+    let before = SystemTime::now() - Duration::from_secs(2);
+    let mp = dir.join("mnt");
+    std::fs::create_dir_all(&mp).unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let url = ngx.url("set.torrent");
+    let mut child = mount_with(url.as_ref(), &mp, &["--stats-addr", &addr]);
+
+    // cmp of every file.
+    let mut files = Vec::new();
+    files_under(&src, &mut files);
+    assert_eq!(files.len(), 5);
+    for f in &files {
+        let rel = f.strip_prefix(&src).unwrap();
+        let st = Command::new("cmp")
+            .arg(f)
+            .arg(mp.join(rel))
+            .status()
+            .unwrap();
+        assert!(st.success(), "cmp {}", rel.display());
+    }
+    // tar c and ls -lR see the same tree.
+    assert!(
+        canonical_tar(&src) == canonical_tar(&mp),
+        "tar of the mount differs"
+    );
+    assert_eq!(ls_sizes(&src), ls_sizes(&mp));
+    // mtime: the metainfo's creation date (mktorrent writes "now").
+    let mtime = std::fs::metadata(mp.join("a.bin"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert!(mtime >= before && mtime <= SystemTime::now(), "{mtime:?}");
+    // Python's zipfile reads the zip inside the mount.
+    let out = run_ok(
+        Command::new("python3")
+            .args(["-c", ZIP_READ])
+            .arg(mp.join("docs/pack.zip")),
+    );
+    assert_eq!(String::from_utf8(out).unwrap().trim(), "ok 3");
+    // A forked child keeps reading the file its parent opened.
+    let out = run_ok(
+        Command::new("python3")
+            .args(["-c", FORK_READ])
+            .arg(mp.join("a.bin"))
+            .arg(src.join("a.bin")),
+    );
+    assert_eq!(
+        String::from_utf8(out).unwrap().trim(),
+        "parent ok, child ok"
+    );
+    // Statistics as Prometheus text, answered by curl.
+    let stats = run_ok(
+        Command::new("curl")
+            .args(["-sf", "--max-time", "5"])
+            .arg(format!("http://{addr}/metrics")),
+    );
+    let stats = String::from_utf8(stats).unwrap();
+    let fetched: u64 = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("gtio_bytes_fetched_total "))
+        .expect("gtio_bytes_fetched_total in the statistics")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(fetched >= 3_000_001, "{stats}");
+
+    // fusermount3 -u ends the mount process with status 0.
+    unmount(&mp);
+    let st = wait_exit(&mut child, "fusermount3 -u");
+    assert!(st.success(), "{st}");
+    assert!(!is_mounted(&mp));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+const ZIP_WRITE: &str = r#"
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_DEFLATED) as z:
+    for i in range(3):
+        z.writestr(f"m{i}.txt", (f"member {i} " * 5000).encode())
+"#;
+
+const ZIP_READ: &str = r#"
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z:
+    names = z.namelist()
+    for i, n in enumerate(sorted(names)):
+        assert z.read(n) == (f"member {i} " * 5000).encode(), n
+    assert z.testzip() is None
+print("ok", len(names))
+"#;
+
+const FORK_READ: &str = r#"
+import os, sys
+mounted, local = sys.argv[1], sys.argv[2]
+want = open(local, "rb").read()
+f = open(mounted, "rb", buffering=0)
+head = f.read(100_000)
+assert head == want[:100_000]
+pid = os.fork()
+if pid == 0:
+    ok = os.pread(f.fileno(), 1_000_000, 1_500_000) == want[1_500_000:2_500_000]
+    os._exit(0 if ok else 3)
+_, status = os.waitpid(pid, 0)
+rest = f.read()
+assert head + rest == want
+assert status == 0, status
+print("parent ok, child ok")
+"#;
+
+#[test]
+fn plain_object_mounts_as_one_file_with_its_last_modified() {
+    if !usable() {
+        return;
+    }
+    let dir = tempdir("object");
+    let data = test_data(2_500_000, 9);
+    std::fs::write(dir.join("obj.bin"), &data).unwrap();
+    // An old, exact Last-Modified (nginx sends the file's mtime).
+    run_ok(
+        Command::new("touch")
+            .args(["-d", "@1000000000"])
+            .arg(dir.join("obj.bin")),
+    );
+    let ngx = Nginx::start(&dir);
+    let mp = dir.join("mnt");
+    std::fs::create_dir_all(&mp).unwrap();
+    let url = ngx.url("obj.bin");
+    let mut child = mount_with(url.as_ref(), &mp, &[]);
+    let names: Vec<_> = std::fs::read_dir(&mp)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["obj.bin"]);
+    assert_eq!(std::fs::read(mp.join("obj.bin")).unwrap(), data);
+    let mtime = std::fs::metadata(mp.join("obj.bin"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(
+        mtime,
+        std::time::UNIX_EPOCH + Duration::from_secs(1_000_000_000)
+    );
+    unmount(&mp);
+    assert!(wait_exit(&mut child, "fusermount3 -u").success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_file_no_seed_can_give_reads_eio_while_other_files_and_the_mount_keep_working() {
+    if !usable() {
+        return;
+    }
+    let dir = tempdir("eio");
+    let src = dir.join("set");
+    std::fs::create_dir_all(&src).unwrap();
+    let good = test_data(600_000, 5);
+    // A whole number of 32 KiB pieces, so no piece spans both files.
+    let bad = test_data(18 << 15, 6);
+    std::fs::write(src.join("good.bin"), &good).unwrap();
+    std::fs::write(src.join("bad.bin"), &bad).unwrap();
+    let torrent = dir.join("set.torrent");
+    let ngx_root = dir.join("seed");
+    std::fs::create_dir_all(ngx_root.join("set")).unwrap();
+    let ngx = Nginx::start(&ngx_root);
+    run_ok(
+        Command::new("mktorrent")
+            .args(["-l", "15", "-w"])
+            .arg(ngx.url(""))
+            .arg("-o")
+            .arg(&torrent)
+            .arg(&src),
+    );
+    // The only seed serves good.bin intact and bad.bin corrupted.
+    std::fs::write(ngx_root.join("set/good.bin"), &good).unwrap();
+    let mut corrupt = bad.clone();
+    for b in corrupt.iter_mut().step_by(4096) {
+        *b ^= 0x5a;
+    }
+    std::fs::write(ngx_root.join("set/bad.bin"), &corrupt).unwrap();
+    let mp = dir.join("mnt");
+    std::fs::create_dir_all(&mp).unwrap();
+    let mut child = mount(&torrent, &mp);
+    let err = std::fs::read(mp.join("bad.bin")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert_eq!(std::fs::read(mp.join("good.bin")).unwrap(), good);
+    // The failed read took nothing down.
+    assert!(child.try_wait().unwrap().is_none(), "mount process died");
+    assert_eq!(std::fs::read_dir(&mp).unwrap().count(), 2);
+    unmount(&mp);
+    assert!(wait_exit(&mut child, "fusermount3 -u").success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn daemon_returns_once_mounted_and_reports_failure_once() {
+    if !usable() {
+        return;
+    }
+    let dir = tempdir("daemon");
+    let data = test_data(100_000, 7);
+    std::fs::write(dir.join("f.bin"), &data).unwrap();
+    let mp = dir.join("mnt");
+    std::fs::create_dir_all(&mp).unwrap();
+    let st = gtio()
+        .args(["mount", "--daemon"])
+        .arg(dir.join("f.bin"))
+        .arg(&mp)
+        .status()
+        .unwrap();
+    assert!(st.success(), "{st}");
+    // Ready when the parent returns: no polling needed.
+    assert!(is_mounted(&mp), "--daemon returned before the mount was up");
+    assert_eq!(std::fs::read(mp.join("f.bin")).unwrap(), data);
+    unmount(&mp);
+    assert!(!is_mounted(&mp));
+
+    // A mount point that does not exist: exit 1 with one message.
+    let out = gtio()
+        .args(["mount", "--daemon"])
+        .arg(dir.join("f.bin"))
+        .arg(dir.join("no-such-dir"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("gtio:").count(), 1, "{err}");
+    assert!(err.contains("no-such-dir"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }

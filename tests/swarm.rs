@@ -183,7 +183,7 @@ fn libtorrent_multi_file_torrent_with_a_dead_tracker_tier() {
     // The stream is the files in metainfo order (pad files none here).
     let mut want = vec![0u8; m.total_length as usize];
     for f in m.files.iter().filter(|f| !f.pad) {
-        let rel = f.path.join("/");
+        let rel = f.path;
         let (_, d) = files.iter().find(|(n, _)| *n == rel).unwrap();
         want[f.offset as usize..(f.offset + f.length) as usize].copy_from_slice(d);
     }

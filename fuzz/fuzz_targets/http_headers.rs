@@ -1,5 +1,6 @@
-//! Header parsing on both sides of the wire: the client's Content-Range
-//! parser and the server's request and Range parsers.
+//! Header parsing on both sides of the wire: the client's response-head,
+//! framing, chunk-size and Content-Range parsers, and the server's request
+//! and Range parsers.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -18,6 +19,14 @@ fuzz_target!(|data: &[u8]| {
             assert!(r.start <= r.end && r.end < size);
         }
     }
+    use gtio::source::http::wire;
+    if let Ok(Some((head, n))) = wire::parse_head(data) {
+        assert!(n <= data.len() && n <= wire::MAX_HEAD_BYTES);
+        assert!(head.headers.len() <= wire::MAX_HEADERS);
+        assert!((100..=599).contains(&head.status));
+        let _ = wire::framing("GET", &head);
+    }
+    let _ = wire::parse_chunk_size(data);
     let mut reader = std::io::BufReader::new(data);
     let _ = gtio::serve::http::read_request(&mut reader, &gtio::serve::http::Limits::default());
 });

@@ -9,8 +9,8 @@ end.
 
 Install and use::
 
-    $ make build                      # builds target/release/libgtio.so
-    $ pip install ./python            # or run from the source tree
+    $ pip install ./python            # builds libgtio into the package (needs cargo)
+    $ make wheel                      # or a wheel: target/wheels/gtio-*-abi3-*.whl
 
     import asyncio, zipfile, gtio
 
@@ -32,9 +32,11 @@ Errors are ``OSError`` subclasses chosen by errno — ``FileNotFoundError``
 library's message and an ``http_status`` attribute (0 when no HTTP status
 was involved). A closed dataset raises ``ValueError``, as a closed file does.
 
-The shared library is found through ``$GTIO_LIBRARY``, else ``libgtio.so``
-next to this package, else the build tree (``<repo>/target/release``), else
-the system library path. :func:`init` (optional, before any other call)
+The shared library is found through ``$GTIO_LIBRARY``, else the copy
+bundled in this package (``_libgtio.abi3.so``), else the build tree when
+imported from a checkout (``<repo>/target/release``), else the system library
+path. ``gtio.fsspec`` is an fsspec filesystem (``gtio+https://…``, registered
+by entry point); ``python -m gtio`` lists and reads datasets. :func:`init` (optional, before any other call)
 passes settings such as ``cache_bytes`` or ``ring_entries`` to the library.
 """
 

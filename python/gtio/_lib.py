@@ -7,12 +7,16 @@ ctypes never guesses an ``int`` for a 64-bit value or a pointer.
 The library is looked up, in order:
 
 1. ``$GTIO_LIBRARY`` (a path to the shared object) — if set, nothing else
-   is tried;
-2. ``libgtio.so`` next to this package (a wheel or an install may copy it
-   there);
-3. the build tree this package sits in: ``<repo>/target/release/libgtio.so``;
+   is tried: it is the override for development and for testing one build;
+2. the copy bundled inside this package, ``_libgtio.abi3.so`` (what
+   ``pip install ./python`` and a wheel from ``make wheel`` put there), or a
+   ``libgtio.so`` copied next to this file by hand;
+3. the build tree this package sits in, ``<repo>/target/release/libgtio.so``,
+   when it is imported from a checkout (``PYTHONPATH=python``);
 4. the system's dynamic loader search path (``libgtio.so.0``, then
    ``libgtio.so``), for a ``make install``.
+
+A failure says what was tried and why each failed, and how to get a library.
 """
 
 from __future__ import annotations
@@ -160,14 +164,24 @@ _PROTOTYPES = {
 }
 
 
+def _bundled(here: Path) -> List[Path]:
+    """Libraries shipped inside the package: setuptools-rust's
+    ``_libgtio.abi3.so`` (or a per-version ``_libgtio.cpython-*.so`` from a
+    build without the abi3 tag), then a hand-copied ``libgtio.so``."""
+    found = sorted(here.glob("_libgtio*.so"), key=lambda p: ".abi3." not in p.name)
+    return found + [here / "libgtio.so"]
+
+
 def _candidates() -> List[Tuple[str, str]]:
     """(how to load, description) pairs, in search order."""
     here = Path(__file__).resolve().parent
-    out: List[Tuple[str, str]] = []
-    out.append((str(here / "libgtio.so"), "next to the package"))
-    # python/gtio/_lib.py -> <repo>/target/release/libgtio.so
+    out: List[Tuple[str, str]] = [(str(p), "bundled in the package") for p in _bundled(here)]
+    # python/gtio/_lib.py -> <repo>/target/release/libgtio.so, only when this
+    # file really is in a checkout (an installed package has no Cargo.toml
+    # two levels up, and must not pick a stray library from site-packages/..).
     repo = here.parent.parent
-    out.append((str(repo / "target" / "release" / "libgtio.so"), "the build tree"))
+    if (repo / "Cargo.toml").is_file():
+        out.append((str(repo / "target" / "release" / "libgtio.so"), "the build tree"))
     out.append(("libgtio.so.0", "the system library path"))
     out.append(("libgtio.so", "the system library path"))
     return out
@@ -180,7 +194,9 @@ def _load() -> Tuple[ctypes.CDLL, str]:
             return ctypes.CDLL(env, use_errno=True), env
         except OSError as e:
             raise ImportError(
-                f"gtio: cannot load the library named by GTIO_LIBRARY={env!r}: {e}"
+                f"gtio: cannot load the library named by GTIO_LIBRARY={env!r}: {e}. "
+                "Point GTIO_LIBRARY at a libgtio.so, or unset it to use the "
+                "package's own copy."
             ) from e
     tried: List[str] = []
     for spec, where in _candidates():
@@ -192,8 +208,12 @@ def _load() -> Tuple[ctypes.CDLL, str]:
         except OSError as e:
             tried.append(f"  {spec} ({where}): {e}")
     raise ImportError(
-        "gtio: cannot find libgtio.so. Set GTIO_LIBRARY to its path, or build it "
-        "with `make build`. Looked in:\n" + "\n".join(tried)
+        "gtio: cannot find libgtio.so. This copy of the package has no library "
+        "inside it (was it imported from a source tree, or installed without "
+        "building?). Either reinstall it with `pip install ./python` from a gtio "
+        "checkout (needs cargo), install a wheel from `make wheel`, run "
+        "`make install` for the system library, or set GTIO_LIBRARY to the path "
+        "of a libgtio.so. Tried:\n" + "\n".join(tried)
     )
 
 

@@ -6,21 +6,23 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use gtio::tools::{self, cat::Selection, progress::Progress, Failure, Outcome};
 
+#[path = "gtio/generate.rs"]
+mod generate;
 #[cfg(feature = "mount")]
 #[path = "gtio/mount/mod.rs"]
 mod mount;
 
 const EXAMPLES: &str = "\
-Examples:
-  gtio serve ./www --addr 127.0.0.1:8080          serve ./www over HTTP (Ctrl-C stops)
-  gtio create ./www/sample --web-seed http://127.0.0.1:8080/ -o sample.torrent
-  gtio ls sample.torrent                          files, offsets and sizes
-  gtio cat sample.torrent --file lines.txt --offset 7 --length 20
+Examples:   (on README.md's Quick start sample dataset: www/sample/ served at 127.0.0.1:8080)
+  gtio serve www --addr 127.0.0.1:8080            serve ./www over HTTP (Ctrl-C stops)
+  gtio create www/sample --web-seed http://127.0.0.1:8080/ -o www/sample.torrent
+  gtio ls www/sample.torrent                      files, offsets and sizes
+  gtio cat www/sample.torrent --file lines.txt --offset 7 --length 20
   gtio cat http://127.0.0.1:8080/sample.zip | head -c 100
-  gtio get -d sample.torrent --range sample:0:1000 --file-range sample:reads/numbers.txt:0:10 -o out
+  gtio get -d www/sample.torrent --range sample:0:1000 --file-range sample:reads/numbers.txt:0:10 -o out
                                                   writes out/sample/range-0:1000 and
                                                   out/sample/reads/numbers.txt-0:10
 
@@ -112,7 +114,7 @@ enum Command {
     /// Mount a dataset as a read-only filesystem (until unmounted or SIGINT/SIGTERM)
     #[cfg(feature = "mount")]
     #[command(
-        after_help = "Example:\n  gtio mount sample.torrent /mnt/sample   (fusermount3 -u /mnt/sample unmounts)"
+        after_help = "Example:\n  gtio mount www/sample.torrent /mnt/sample   (fusermount3 -u /mnt/sample unmounts)"
     )]
     Mount {
         /// A .torrent file, a local file, or a URI
@@ -123,12 +125,16 @@ enum Command {
         /// Serve statistics as Prometheus text on this address
         #[arg(long, value_name = "ADDR:PORT")]
         stats_addr: Option<String>,
+        /// Detach into the background once the mount is ready (exit 0 then;
+        /// an error before that is printed and exits 1)
+        #[arg(long)]
+        daemon: bool,
         #[command(flatten)]
         net: Net,
     },
     /// List a dataset's files with their stream offsets and sizes
     #[command(
-        after_help = "Example:\n  gtio ls sample.torrent\n  gtio ls --json http://127.0.0.1:8080/sample.torrent"
+        after_help = "Examples:\n  gtio ls www/sample.torrent\n  gtio ls --json http://127.0.0.1:8080/sample.torrent"
     )]
     Ls {
         /// A .torrent file, a local file, or a URI
@@ -192,20 +198,30 @@ Example:
         #[command(flatten)]
         net: Net,
     },
-    /// Make a torrent of a file or directory, with BEP 19 web seeds
+    /// Make a torrent of a file or directory, with BEP 19 web seeds and trackers
     #[command(after_help = "\
 For a directory DIR named NAME, a web seed URL names the directory that holds
 NAME/ (files are fetched from URL/NAME/PATH); for a single file, the URL is
 the file itself, or its directory when it ends in '/'.
 
-Example:
-  gtio create ./www/sample --web-seed http://127.0.0.1:8080/ -l 18 -o sample.torrent")]
+Trackers (BEP 12): each --tracker is one tier, tried in the order given;
+commas separate trackers of the same tier. The first URL is also `announce`.
+Web seeds and trackers are both optional.
+
+Examples:
+  gtio create www/sample --web-seed http://127.0.0.1:8080/ -l 18 -o www/sample.torrent
+  gtio create www/sample --tracker http://t1/announce,http://t2/announce \\
+      --tracker udp://t3:6969 -o sample-swarm.torrent")]
     Create {
         /// The file or directory tree to hash
         path: PathBuf,
         /// A web seed URL (repeat for several; optional)
         #[arg(long = "web-seed", value_name = "URL")]
         web_seeds: Vec<String>,
+        /// A tracker tier: announce URLs (http, https, udp), comma-separated
+        /// (repeat for more tiers; optional)
+        #[arg(long = "tracker", value_name = "URL[,URL...]")]
+        trackers: Vec<String>,
         /// Piece length as a power of two, 14 (16 KiB) to 28 (256 MiB); default: by size
         #[arg(short = 'l', long = "piece-length", value_name = "LOG2",
               value_parser = clap::value_parser!(u8).range(14..=28))]
@@ -214,12 +230,19 @@ Example:
         #[arg(short = 'o', long = "output", value_name = "FILE")]
         output: PathBuf,
     },
+    /// Write the man pages and shell completions (used by `make install`)
+    #[command(hide = true)]
+    Generate {
+        /// Output directory: DIR/man1/*.1 and
+        /// DIR/completions/{gtio.bash,_gtio,gtio.fish}
+        dir: PathBuf,
+    },
     /// Serve a directory over HTTP with byte ranges (for demos and tests)
     #[command(after_help = "\
 Prints the base URL on stdout (useful with port 0), runs until SIGINT/SIGTERM.
 
 Example:
-  gtio serve ./www --addr 127.0.0.1:8080")]
+  gtio serve www --addr 127.0.0.1:8080")]
     Serve {
         /// The directory to serve
         dir: PathBuf,
@@ -270,14 +293,31 @@ fn run(cli: Cli) -> Outcome {
             input,
             mountpoint,
             stats_addr,
+            daemon,
             net,
         } => {
+            // Fork before the library starts any thread (mount/daemon.rs).
+            let mut ready = if daemon {
+                mount::daemon::fork_and_wait().map_err(|e| Failure::new("mount --daemon", e))?
+            } else {
+                mount::daemon::Ready::foreground()
+            };
             // Before the library starts its threads, so they inherit the mask
             // and the mount's sigwait thread is the one that sees SIGINT/SIGTERM.
             mount::block_signals();
-            net.init()?;
-            let ds = tools::input::open(&input, net.cred())?;
-            mount::run(ds, &mountpoint, stats_addr.as_deref()).map_err(|e| Failure::new("mount", e))
+            let outcome = net.init().and_then(|()| {
+                let ds = tools::input::open(&input, net.cred())?;
+                mount::run(ds, &mountpoint, stats_addr.as_deref(), &mut ready)
+                    .map_err(|e| Failure::new("mount", e))
+            });
+            if let Err(f) = &outcome {
+                if ready.is_daemon() {
+                    // The waiting parent prints it, once.
+                    ready.failed(&f.to_string());
+                    std::process::exit(f.exit_code);
+                }
+            }
+            outcome
         }
         Command::Ls { input, json, net } => {
             net.init()?;
@@ -322,10 +362,12 @@ fn run(cli: Cli) -> Outcome {
         Command::Create {
             path,
             web_seeds,
+            trackers,
             piece_length_log2,
             output,
         } => {
-            let created = tools::create::create(&path, &web_seeds, piece_length_log2, &output)?;
+            let created =
+                tools::create::create(&path, &web_seeds, &trackers, piece_length_log2, &output)?;
             for w in &created.warnings {
                 note(quiet, format_args!("gtio: warning: {w}"));
             }
@@ -334,6 +376,14 @@ fn run(cli: Cli) -> Outcome {
                     &mut std::io::stdout(),
                     format_args!("wrote {}: {created}", output.display()),
                 )?;
+            }
+            Ok(())
+        }
+        Command::Generate { dir } => {
+            let written = generate::generate(Cli::command(), &dir)
+                .map_err(|e| Failure::new(format!("generate {}", dir.display()), e))?;
+            for path in written {
+                note(quiet, format_args!("wrote {}", path.display()));
             }
             Ok(())
         }

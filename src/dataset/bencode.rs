@@ -1,36 +1,31 @@
-//! A strict bencode decoder and a small encoder.
+//! A bencode decoder and a small encoder.
 //!
 //! Bencode is the serialisation of BitTorrent metainfo: integers `i42e`, byte
 //! strings `4:spam`, lists `l...e` and dictionaries `d...e` whose keys are byte
-//! strings in sorted order. This module is hand-written rather than taken from
-//! a crate for three reasons:
+//! strings, sorted by every writer. This module is hand-written rather than
+//! taken from a crate for three reasons:
 //!
-//! - **Strictness.** Every value has exactly one valid encoding: no leading
-//!   zeros, no `-0`, no duplicate dictionary keys, nothing after the
-//!   top-level value but one newline. Out-of-order keys are accepted (as
-//!   libtorrent does) and sorted in the decoded [`Dict`]. The info-hash that names a
-//!   torrent is the SHA-1 of the *bytes* of its `info` dictionary, so a lenient
-//!   decoder would let two different byte strings that "mean" the same
-//!   metainfo produce different info-hashes, and a re-encoded dictionary would
-//!   not hash like the original. Accepting only canonical input means
-//!   `encode(decode(x)) == x` for every `x` we accept (a property test holds
-//!   us to it).
-//! - **Raw spans.** Every decoded [`Dict`] keeps the exact byte span it was
-//!   decoded from ([`Dict::raw`]); the info-hash is computed over that span,
-//!   never over a re-encoding.
+//! - **As liberal as libtorrent, as strict as safety needs.** Integers must be
+//!   canonical (no leading zeros, no `-0`) and fit `i64`, and a dictionary key
+//!   may not repeat (two readers could disagree on which one counts). Keys out
+//!   of order and one trailing newline after the top-level value are
+//!   accepted, as libtorrent accepts them: refusing them protects nothing,
+//!   because the info-hash that names a torrent is the SHA-1 of the *bytes* of
+//!   its `info` dictionary, never of a re-encoding. For canonical input
+//!   `encode(decode(x)) == x` (a property test holds us to it).
+//! - **Raw spans, in place.** [`raw`] validates a document and then reads it
+//!   by borrowing slices of the input, with no tree at all: that is how
+//!   metainfo is parsed, so a metainfo's parse costs a small multiple of its
+//!   size. [`decode`] builds a [`Value`] tree on top of the same validation
+//!   for small documents; every decoded [`Dict`] keeps the exact byte span it
+//!   was decoded from ([`Dict::raw`]).
 //! - **Bounded work and allocation.** Input is untrusted. Nothing is allocated
 //!   from a declared length: a string's length is checked against the bytes
 //!   that remain before it is sliced (strings borrow from the input, so they
-//!   are never copied), and containers grow one decoded element at a time.
-//!   Nesting is limited to [`MAX_DEPTH`] levels, so recursion cannot exhaust
-//!   the stack, and the total number of values is capped
-//!   ([`Limits::max_values`]), which bounds the decoded tree to a constant
-//!   factor of that cap whatever the input size.
-//!
-//! Keys are strict at every level, not only inside `info`. Outside `info` a
-//! misordered key would not change any hash, but real metainfo writers
-//! (libtorrent, mktorrent, Transmission, torf) all sort, and one rule
-//! everywhere is simpler to reason about than two.
+//!   are never copied). Nesting is limited to [`MAX_DEPTH`] levels, so
+//!   recursion cannot exhaust the stack, and the total number of values is
+//!   capped ([`Limits::max_values`]). Duplicate keys are found in
+//!   `O(n log n)`, never by comparing every pair.
 //!
 //! Every failure is `EINVAL` with a message that says what is wrong and at
 //! which byte offset.
@@ -183,189 +178,33 @@ pub fn decode(input: &[u8]) -> Result<Value<'_>> {
 }
 
 /// Decode one complete bencode document: exactly one value and nothing after
-/// it.
+/// it but one newline. Validation is [`raw::parse`]'s; the tree is then built
+/// from the validated bytes.
 pub fn decode_with(input: &[u8], limits: Limits) -> Result<Value<'_>> {
-    let mut d = Decoder {
-        input,
-        pos: 0,
-        limits,
-        values: 0,
-    };
-    let value = d.value(1)?;
-    // A trailing newline (a file written by `echo` or an editor) is
-    // accepted, as libtorrent does; anything else after the value is not.
-    let rest = input.get(d.pos..).unwrap_or_default();
-    if !matches!(rest, b"" | b"\n" | b"\r\n") {
-        return Err(d.err("trailing data after the top-level value"));
-    }
-    Ok(value)
+    let top = raw::parse(input, limits)?;
+    Ok(build(top))
 }
 
-struct Decoder<'a> {
-    input: &'a [u8],
-    pos: usize,
-    limits: Limits,
-    values: usize,
-}
-
-impl<'a> Decoder<'a> {
-    fn err(&self, what: &str) -> Error {
-        Error::invalid(format!("bencode: {what} at byte {}", self.pos))
-    }
-
-    fn peek(&self) -> Option<u8> {
-        self.input.get(self.pos).copied()
-    }
-
-    fn value(&mut self, depth: usize) -> Result<Value<'a>> {
-        self.values += 1;
-        if self.values > self.limits.max_values {
-            return Err(self.err(&format!("more than {} values", self.limits.max_values)));
-        }
-        match self.peek() {
-            None => Err(self.err("unexpected end of input")),
-            Some(b'i') => self.int().map(Value::Int),
-            Some(b'0'..=b'9') => self.bytes().map(Value::Bytes),
-            Some(b'l') => {
-                self.enter(depth)?;
-                self.pos += 1;
-                let mut items = Vec::new();
-                loop {
-                    match self.peek() {
-                        None => return Err(self.err("unterminated list")),
-                        Some(b'e') => break,
-                        Some(_) => items.push(self.value(depth + 1)?),
-                    }
-                }
-                self.pos += 1;
-                Ok(Value::List(items))
-            }
-            Some(b'd') => self.dict(depth).map(Value::Dict),
-            Some(c) => Err(self.err(&format!("unexpected byte 0x{c:02x}"))),
-        }
-    }
-
-    fn enter(&self, depth: usize) -> Result<()> {
-        if depth > self.limits.max_depth {
-            return Err(self.err(&format!(
-                "nesting deeper than {} levels",
-                self.limits.max_depth
-            )));
-        }
-        Ok(())
-    }
-
-    fn dict(&mut self, depth: usize) -> Result<Dict<'a>> {
-        self.enter(depth)?;
-        let start = self.pos;
-        self.pos += 1;
-        let mut entries: Vec<(&'a [u8], Value<'a>)> = Vec::new();
-        let mut unsorted = false;
-        loop {
-            match self.peek() {
-                None => return Err(self.err("unterminated dictionary")),
-                Some(b'e') => break,
-                Some(b'0'..=b'9') => {}
-                Some(_) => return Err(self.err("dictionary key is not a string")),
-            }
-            let key_pos = self.pos;
-            let key = self.bytes()?;
-            if entries.last().is_some_and(|(prev, _)| key <= *prev) {
-                // Out of order: libtorrent accepts it and the info-hash is
-                // taken over the raw bytes, so only a duplicate (which would
-                // make a lookup ambiguous) is refused.
-                if entries.iter().any(|(k, _)| *k == key) {
-                    self.pos = key_pos;
-                    return Err(self.err(&format!(
-                        "duplicate dictionary key ({:?})",
-                        String::from_utf8_lossy(key)
-                    )));
-                }
-                unsorted = true;
-            }
-            if self.peek().is_none() {
-                return Err(self.err("dictionary key without a value"));
-            }
-            let value = self.value(depth + 1)?;
-            entries.push((key, value));
-        }
-        self.pos += 1;
-        if unsorted {
-            // Keys are unique (checked above); restore the sorted invariant.
-            entries.sort_by(|a, b| a.0.cmp(b.0));
-        }
-        Ok(Dict {
+/// The tree of a validated value. Recursion is bounded by the validated
+/// nesting depth.
+fn build(v: raw::Raw<'_>) -> Value<'_> {
+    if let Some(i) = v.as_int() {
+        Value::Int(i)
+    } else if let Some(b) = v.as_bytes() {
+        Value::Bytes(b)
+    } else if let Some(items) = v.list() {
+        Value::List(items.map(build).collect())
+    } else if let Some(d) = v.dict() {
+        let mut entries: Vec<(&[u8], Value<'_>)> = d.iter().map(|(k, v)| (k, build(v))).collect();
+        // Keys are unique (validated); restore the sorted invariant.
+        entries.sort_by(|a, b| a.0.cmp(b.0));
+        Value::Dict(Dict {
             entries,
-            raw: self.input.get(start..self.pos),
+            raw: Some(d.encoded()),
         })
-    }
-
-    /// Digits up to `end`, as a non-negative number with no leading zero.
-    fn digits(&mut self, end: u8, what: &str) -> Result<u64> {
-        let start = self.pos;
-        let mut n: u64 = 0;
-        loop {
-            match self.peek() {
-                Some(c @ b'0'..=b'9') => {
-                    if self.pos > start && n == 0 {
-                        self.pos = start;
-                        return Err(self.err(&format!("leading zero in {what}")));
-                    }
-                    n = n
-                        .checked_mul(10)
-                        .and_then(|n| n.checked_add(u64::from(c - b'0')))
-                        .ok_or_else(|| self.err(&format!("{what} overflows")))?;
-                    self.pos += 1;
-                }
-                Some(c) if c == end && self.pos > start => {
-                    self.pos += 1;
-                    return Ok(n);
-                }
-                None => return Err(self.err(&format!("unterminated {what}"))),
-                Some(_) => return Err(self.err(&format!("malformed {what}"))),
-            }
-        }
-    }
-
-    fn int(&mut self) -> Result<i64> {
-        self.pos += 1; // 'i'
-        let negative = self.peek() == Some(b'-');
-        if negative {
-            self.pos += 1;
-        }
-        let at = self.pos;
-        let magnitude = self.digits(b'e', "integer")?;
-        if negative {
-            if magnitude == 0 {
-                self.pos = at;
-                return Err(self.err("negative zero"));
-            }
-            // -(2^63) is representable; anything beyond is not.
-            0i64.checked_sub_unsigned(magnitude)
-                .ok_or_else(|| self.err("integer overflows i64"))
-        } else {
-            i64::try_from(magnitude).map_err(|_| self.err("integer overflows i64"))
-        }
-    }
-
-    fn bytes(&mut self) -> Result<&'a [u8]> {
-        let len = self.digits(b':', "string length")?;
-        let remaining = self.input.len().saturating_sub(self.pos);
-        // Check the declared length against what is left before using it.
-        let len = usize::try_from(len)
-            .ok()
-            .filter(|&len| len <= remaining)
-            .ok_or_else(|| {
-                self.err(&format!(
-                    "string length {len} exceeds the {remaining} bytes left"
-                ))
-            })?;
-        let s = self
-            .input
-            .get(self.pos..self.pos + len)
-            .ok_or_else(|| self.err("string out of bounds"))?;
-        self.pos += len;
-        Ok(s)
+    } else {
+        // Unreachable for validated input; an empty string is harmless.
+        Value::Bytes(b"")
     }
 }
 
@@ -409,6 +248,8 @@ fn encode_bytes(b: &[u8], out: &mut Vec<u8>) {
     out.push(b':');
     out.extend_from_slice(b);
 }
+
+pub mod raw;
 
 #[cfg(test)]
 mod tests;

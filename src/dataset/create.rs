@@ -3,7 +3,8 @@
 //! [`create_torrent`] writes the standard layout every client reads:
 //!
 //! ```text
-//! { created by, creation date, url-list: [seed, ...],
+//! { announce, announce-list: [[url, ...], ...], created by, creation date,
+//!   url-list: [seed, ...],
 //!   info: { name, piece length, pieces, length }                  single file
 //!   info: { name, piece length, pieces, files: [{length, path}] } directory }
 //! ```
@@ -21,6 +22,14 @@
 //! piece, whatever the dataset size. A file that shrinks while it is hashed is
 //! an error (its pieces would be wrong); growth is ignored, since the length
 //! recorded is the one seen when the tree was walked.
+//!
+//! Nothing is sized by what the tree claims without a bound: the walk stops
+//! at [`MAX_TREE_DEPTH`] levels and as soon as the file list alone would
+//! make the metainfo larger than [`metainfo::MAX_METAINFO_BYTES`] (which
+//! `parse`, and so every reader, refuses), the total must fit `INT64_MAX`,
+//! and the piece hashes must fit that bound too — all checked before a byte
+//! is hashed or the hash buffer is allocated. A sparse file claiming 2^62
+//! bytes is a clear error, not an allocation of petabytes.
 //!
 //! Names must be valid UTF-8 and acceptable path segments by the same rules
 //! [`metainfo::parse`] applies; this is checked while walking, before any
@@ -44,6 +53,15 @@ pub const MIN_PIECE_LENGTH_LOG2: u8 = 14;
 /// Largest piece length accepted: 256 MiB, mktorrent's upper bound.
 pub const MAX_PIECE_LENGTH_LOG2: u8 = 28;
 
+/// Deepest directory nesting walked (a deeper tree is refused: the walk
+/// recurses, and no real dataset nests this deep).
+pub const MAX_TREE_DEPTH: usize = 256;
+
+/// Bencode bytes one file costs in the `files` list besides its path
+/// segments (`d6:lengthi…e4:pathl…ee` and the segments' length prefixes):
+/// a lower bound, so the walk never refuses a tree whose metainfo fits.
+const FILE_ENTRY_OVERHEAD: usize = 20;
+
 /// Create the metainfo for `path` (a file, or a directory tree) with the
 /// given web seeds. `piece_length_log2` picks a piece length of
 /// `2^piece_length_log2` bytes; `None` chooses one from the total size (see
@@ -53,9 +71,29 @@ pub fn create_torrent(
     web_seeds: &[String],
     piece_length_log2: Option<u8>,
 ) -> Result<Vec<u8>> {
+    create_torrent_with_trackers(path, web_seeds, &[], piece_length_log2)
+}
+
+/// [`create_torrent`] naming trackers too: `tiers` are BEP 12 tiers, each a
+/// list of announce URLs tried in order before the next tier. The first URL
+/// is `announce` (what clients without BEP 12 use); `announce-list` is
+/// written when there is more than one URL, as mktorrent and libtorrent do,
+/// so a one-tracker torrent stays the plain BEP 3 form.
+pub fn create_torrent_with_trackers(
+    path: &Path,
+    web_seeds: &[String],
+    tiers: &[Vec<String>],
+    piece_length_log2: Option<u8>,
+) -> Result<Vec<u8>> {
     let shown = path.display();
     if web_seeds.iter().any(String::is_empty) {
         return Err(Error::invalid("empty web seed URL"));
+    }
+    if tiers
+        .iter()
+        .any(|t| t.is_empty() || t.iter().any(String::is_empty))
+    {
+        return Err(Error::invalid("empty tracker URL"));
     }
     // Canonical, so that "." or "dir/" still have a final component to name
     // the torrent after.
@@ -78,7 +116,8 @@ pub fn create_torrent(
         (vec![file], false)
     } else if meta.is_dir() {
         let mut files = Vec::new();
-        walk(&root, &mut Vec::new(), &mut files)?;
+        let mut budget = metainfo::MAX_METAINFO_BYTES;
+        walk(&root, &mut Vec::new(), &mut files, &mut budget)?;
         if files.is_empty() {
             return Err(Error::invalid(format!(
                 "{shown}: no regular files in the tree"
@@ -107,6 +146,23 @@ pub fn create_torrent(
         }
     };
     let piece_length = 1u64 << log2;
+    if total > metainfo::MAX_TOTAL_LENGTH {
+        return Err(Error::new(
+            libc::EFBIG,
+            format!("{shown}: {total} bytes is over the INT64_MAX limit of a torrent"),
+        ));
+    }
+    let hash_bytes = total.div_ceil(piece_length).saturating_mul(20);
+    if hash_bytes > metainfo::MAX_METAINFO_BYTES as u64 {
+        return Err(Error::new(
+            libc::EFBIG,
+            format!(
+                "{shown}: {total} bytes in pieces of {piece_length} need {hash_bytes} bytes of piece \
+                 hashes, over the {} MiB metainfo limit; choose a larger piece length",
+                metainfo::MAX_METAINFO_BYTES >> 20
+            ),
+        ));
+    }
     let pieces = hash_pieces(&files, piece_length, total)?;
 
     // Build the document. Integers in bencode are i64; lengths past i64::MAX
@@ -149,6 +205,17 @@ pub fn create_torrent(
         (&b"creation date"[..], int(now)?),
         (&b"info"[..], Value::Dict(Dict::from_entries(info)?)),
     ];
+    let mut trackers = tiers.iter().flatten();
+    if let Some(first) = trackers.next() {
+        top.push((b"announce", Value::Bytes(first.as_bytes())));
+        if trackers.next().is_some() {
+            let list = tiers
+                .iter()
+                .map(|t| Value::List(t.iter().map(|u| Value::Bytes(u.as_bytes())).collect()))
+                .collect();
+            top.push((b"announce-list", Value::List(list)));
+        }
+    }
     if !web_seeds.is_empty() {
         let seeds = web_seeds
             .iter()
@@ -188,9 +255,21 @@ struct Entry {
 }
 
 /// Collect the regular files under `dir` (whose segments below the root are
-/// `prefix`) into `out`.
-fn walk(dir: &Path, prefix: &mut Vec<String>, out: &mut Vec<Entry>) -> Result<()> {
+/// `prefix`) into `out`, charging each file's share of the metainfo to
+/// `budget` (bytes left under the metainfo size bound).
+fn walk(
+    dir: &Path,
+    prefix: &mut Vec<String>,
+    out: &mut Vec<Entry>,
+    budget: &mut usize,
+) -> Result<()> {
     let context = |e: std::io::Error| Error::from(e).context(dir.display());
+    if prefix.len() >= MAX_TREE_DEPTH {
+        return Err(Error::invalid(format!(
+            "{}: directories nested deeper than {MAX_TREE_DEPTH} levels",
+            dir.display()
+        )));
+    }
     for entry in fs::read_dir(dir).map_err(context)? {
         let entry = entry.map_err(context)?;
         let fs_path = entry.path();
@@ -208,8 +287,20 @@ fn walk(dir: &Path, prefix: &mut Vec<String>, out: &mut Vec<Entry>) -> Result<()
         })?;
         prefix.push(name.to_string());
         if kind.is_dir() {
-            walk(&fs_path, prefix, out)?;
+            walk(&fs_path, prefix, out, budget)?;
         } else {
+            let cost = FILE_ENTRY_OVERHEAD + prefix.iter().map(|s| s.len() + 2).sum::<usize>();
+            *budget = budget.checked_sub(cost).ok_or_else(|| {
+                Error::new(
+                    libc::EFBIG,
+                    format!(
+                        "{}: the tree has too many files ({} so far) for a metainfo of at most {} MiB",
+                        fs_path.display(),
+                        out.len(),
+                        metainfo::MAX_METAINFO_BYTES >> 20
+                    ),
+                )
+            })?;
             let length = entry.metadata().map_err(context)?.len();
             out.push(Entry {
                 segments: prefix.clone(),

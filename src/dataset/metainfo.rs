@@ -27,20 +27,44 @@
 //! or its last segment starts with `_____padding_file_` (BitComet's
 //! convention).
 //!
+//! BEP 47 symlinks (`attr` containing `l`, with a `symlink path`) are kept
+//! too, with no bytes in the stream whatever `length` says (a symlink needs
+//! none), and their `/`-joined target checked like any path; an `l` entry
+//! without a target is an empty file, as libtorrent reads it. They are listed
+//! with size 0 and their target and never read through.
+//!
+//! Totals above `INT64_MAX` are refused with `EFBIG`: every size and offset
+//! must fit the C API's `int64_t`. BitTorrent v2-only metainfo (BEP 52: a
+//! `file tree` and no v1 `pieces`) is refused until v2 is supported; hybrid
+//! torrents are read through their v1 part.
+//!
+//! The document is read in place (see [`raw`]) and files are stored in a
+//! compact [`FileTable`], so parsing a metainfo costs a small multiple of its
+//! size (a 59 MB metainfo of 1.6 million files: see `tests/memory_metainfo.rs`).
+//!
 //! The `*.utf-8` keys (`name.utf-8`, `path.utf-8`) written by some clients for
 //! torrents whose plain keys are in a legacy code page are preferred when
 //! present; either way the name must be valid UTF-8.
+
+mod files;
 
 use std::ops::Range;
 
 use sha1::{Digest, Sha1};
 
-use super::bencode::{self, Dict, Value};
+use super::bencode::raw::{self, Raw, RawDict};
+use super::bencode::Limits;
 use crate::error::{Error, Result};
+pub use files::{FileTable, MetaFile, PushError};
 
 /// Largest metainfo [`parse`] accepts. Real torrents are far smaller (the
 /// piece hashes of a 1 TiB dataset in 16 MiB pieces take 1.25 MiB).
 pub const MAX_METAINFO_BYTES: usize = 64 << 20;
+
+/// Largest stream accepted: `INT64_MAX` bytes, so that every size and offset
+/// fits the C API's `int64_t` (`gtio_size`, `gtio_lseek`) and bencode's
+/// integers.
+pub const MAX_TOTAL_LENGTH: u64 = i64::MAX as u64;
 
 /// A validated metainfo. See the module documentation for the invariants.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,8 +74,9 @@ pub struct Metainfo {
     pub name: String,
     pub piece_length: u64,
     pub piece_hashes: Vec<[u8; 20]>,
-    /// Every file in metainfo (= stream) order, including pad files.
-    pub files: Vec<MetaFile>,
+    /// Every file in metainfo (= stream) order, including pad files and
+    /// symlinks.
+    pub files: FileTable,
     /// Length of the stream: all files, pad files included.
     pub total_length: u64,
     /// BEP 19 web seeds (top-level `url-list`), empty strings dropped.
@@ -59,31 +84,15 @@ pub struct Metainfo {
     /// SHA-1 of the raw bencoded `info` dictionary.
     pub info_hash: [u8; 20],
     pub multi_file: bool,
-}
-
-/// One file of the stream.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MetaFile {
-    /// Path segments below the torrent's name; `[name]` for a single-file
-    /// torrent.
-    pub path: Vec<String>,
-    pub length: u64,
-    /// Where the file starts in the stream.
-    pub offset: u64,
-    /// A BEP 47 pad file: zeros that exist only to align the next file.
-    pub pad: bool,
-}
-
-impl MetaFile {
-    /// The path, `/`-joined.
-    pub fn display_name(&self) -> String {
-        self.path.join("/")
-    }
+    /// `creation date` (seconds since the epoch), when present and sane: a
+    /// mount shows it as every file's mtime. Wrong types are ignored, as
+    /// libtorrent does: it is informational.
+    pub creation_date: Option<u64>,
 }
 
 impl Metainfo {
     /// The files a listing shows: all but pad files.
-    pub fn visible_files(&self) -> impl Iterator<Item = &MetaFile> + '_ {
+    pub fn visible_files(&self) -> impl Iterator<Item = MetaFile<'_>> + '_ {
         self.files.iter().filter(|f| !f.pad)
     }
 
@@ -107,7 +116,22 @@ impl Metainfo {
     }
 }
 
+/// The bencode limits for metainfo: the default nesting bound, and at most
+/// one value per two input bytes (the shortest value, `0:`, is two bytes),
+/// which the size bound already implies.
+fn limits() -> Limits {
+    Limits {
+        max_values: MAX_METAINFO_BYTES / 2,
+        ..Limits::default()
+    }
+}
+
 /// Parse and validate a metainfo file.
+///
+/// Memory: the document is read in place ([`raw`]), so beyond the input the
+/// cost is the result — the piece hashes (as large as `pieces`), one 32-byte
+/// record plus the path bytes per file — and, while checking for duplicate
+/// paths, 4 bytes per file.
 pub fn parse(buf: &[u8]) -> Result<Metainfo> {
     if buf.len() > MAX_METAINFO_BYTES {
         return Err(Error::invalid(format!(
@@ -116,40 +140,59 @@ pub fn parse(buf: &[u8]) -> Result<Metainfo> {
             MAX_METAINFO_BYTES >> 20
         )));
     }
-    let root = bencode::decode(buf).map_err(|e| e.context("malformed metainfo"))?;
+    let root = raw::parse(buf, limits()).map_err(|e| e.context("malformed metainfo"))?;
     let root = root
-        .as_dict()
+        .dict()
         .ok_or_else(|| invalid(format!("metainfo is {}, not a dictionary", root.kind())))?;
 
-    let info = match root.get(b"info") {
-        None => return Err(invalid("missing 'info' dictionary")),
-        Some(Value::Dict(d)) => d,
-        Some(v) => return Err(invalid(format!("'info' is {}, not a dictionary", v.kind()))),
-    };
-    let raw = info
-        .raw()
-        .ok_or_else(|| invalid("'info' has no raw bytes"))?;
-    let info_hash: [u8; 20] = Sha1::digest(raw).into();
-
-    let name = utf8_key(info, "name")?.ok_or_else(|| invalid("missing 'name' in info"))?;
-    check_segment(&name).map_err(|why| invalid(format!("invalid name {name:?}: {why}")))?;
-
-    let piece_length = match info.get(b"piece length") {
-        None => return Err(invalid("missing 'piece length' in info")),
-        Some(Value::Int(n)) if *n > 0 => *n as u64,
-        Some(Value::Int(n)) => return Err(invalid(format!("piece length {n} is not positive"))),
-        Some(v) => {
-            return Err(invalid(format!(
-                "'piece length' is {}, not an integer",
-                v.kind()
-            )))
+    let mut info = None;
+    let mut url_list_value = None;
+    let mut creation_date = None;
+    for (key, value) in root.iter() {
+        match key {
+            b"info" => info = Some(value),
+            b"url-list" => url_list_value = Some(value),
+            // Informational (a mount's mtime): a wrong type is ignored.
+            b"creation date" => creation_date = value.as_int().filter(|n| *n > 0),
+            _ => {}
         }
+    }
+    let info = match info {
+        None => return Err(invalid("missing 'info' dictionary")),
+        Some(v) => v
+            .dict()
+            .ok_or_else(|| invalid(format!("'info' is {}, not a dictionary", v.kind())))?,
     };
+    let info_hash: [u8; 20] = Sha1::digest(info.encoded()).into();
+    let fields = InfoFields::read(info);
 
-    let pieces = match info.get(b"pieces") {
+    let name = utf8_field(fields.name_utf8, fields.name, "name")?
+        .ok_or_else(|| invalid("missing 'name' in info"))?;
+    check_segment(name).map_err(|why| invalid(format!("invalid name {name:?}: {why}")))?;
+
+    let pieces = match fields.pieces {
+        None if fields.v2 => {
+            return Err(invalid(
+                "BitTorrent v2-only metainfo (no v1 'pieces') is not supported yet",
+            ))
+        }
         None => return Err(invalid("missing 'pieces' in info")),
-        Some(Value::Bytes(b)) => *b,
-        Some(v) => return Err(invalid(format!("'pieces' is {}, not a string", v.kind()))),
+        Some(v) => v
+            .as_bytes()
+            .ok_or_else(|| invalid(format!("'pieces' is {}, not a string", v.kind())))?,
+    };
+    let piece_length = match fields.piece_length {
+        None => return Err(invalid("missing 'piece length' in info")),
+        Some(v) => match v.as_int() {
+            Some(n) if n > 0 => n as u64,
+            Some(n) => return Err(invalid(format!("piece length {n} is not positive"))),
+            None => {
+                return Err(invalid(format!(
+                    "'piece length' is {}, not an integer",
+                    v.kind()
+                )))
+            }
+        },
     };
     if pieces.len() % 20 != 0 {
         return Err(invalid(format!(
@@ -158,26 +201,28 @@ pub fn parse(buf: &[u8]) -> Result<Metainfo> {
         )));
     }
 
-    let (files, multi_file) = match (info.get(b"length"), info.get(b"files")) {
+    let (mut files, multi_file) = match (fields.length, fields.files) {
         (Some(_), Some(_)) => return Err(invalid("info has both 'length' and 'files'")),
         (None, None) => return Err(invalid("info has neither 'length' nor 'files'")),
         (Some(len), None) => {
-            let length = length(len, "length")?;
-            let file = MetaFile {
-                path: vec![name.clone()],
-                length,
-                offset: 0,
-                pad: false,
-            };
-            (vec![file], false)
+            let mut files = FileTable::new();
+            files
+                .push(name, length(len, "length")?, false, None)
+                .map_err(|_| invalid("file table overflow"))?;
+            (files, false)
         }
         (None, Some(list)) => (file_list(list)?, true),
     };
-    let total_length = match files.last() {
-        // file_list computed every end with checked_add.
-        Some(f) => f.offset.saturating_add(f.length),
-        None => 0,
-    };
+    files.shrink_to_fit();
+    let total_length = files.total_length();
+    if total_length > MAX_TOTAL_LENGTH {
+        return Err(Error::new(
+            libc::EFBIG,
+            format!(
+                "invalid metainfo: total length {total_length} bytes is over the {MAX_TOTAL_LENGTH}-byte (INT64_MAX) limit"
+            ),
+        ));
+    }
 
     let expected = total_length.div_ceil(piece_length);
     let have = (pieces.len() / 20) as u64;
@@ -206,15 +251,50 @@ pub fn parse(buf: &[u8]) -> Result<Metainfo> {
         .collect();
 
     Ok(Metainfo {
-        name,
+        name: name.to_owned(),
         piece_length,
         piece_hashes,
         files,
         total_length,
-        url_list: url_list(root)?,
+        url_list: url_list(url_list_value),
         info_hash,
         multi_file,
+        creation_date: creation_date.map(|n| n as u64),
     })
+}
+
+/// The `info` keys gtio reads, found in one pass (a lookup per key would
+/// re-scan the whole file list each time).
+#[derive(Default)]
+struct InfoFields<'a> {
+    name: Option<Raw<'a>>,
+    name_utf8: Option<Raw<'a>>,
+    piece_length: Option<Raw<'a>>,
+    pieces: Option<Raw<'a>>,
+    length: Option<Raw<'a>>,
+    files: Option<Raw<'a>>,
+    /// `meta version` 2 or a `file tree`: BitTorrent v2 (BEP 52).
+    v2: bool,
+}
+
+impl<'a> InfoFields<'a> {
+    fn read(info: RawDict<'a>) -> InfoFields<'a> {
+        let mut f = InfoFields::default();
+        for (key, value) in info.iter() {
+            match key {
+                b"name" => f.name = Some(value),
+                b"name.utf-8" => f.name_utf8 = Some(value),
+                b"piece length" => f.piece_length = Some(value),
+                b"pieces" => f.pieces = Some(value),
+                b"length" => f.length = Some(value),
+                b"files" => f.files = Some(value),
+                b"file tree" => f.v2 = true,
+                b"meta version" => f.v2 |= value.as_int() == Some(2),
+                _ => {}
+            }
+        }
+        f
+    }
 }
 
 fn invalid(message: impl Into<String>) -> Error {
@@ -222,23 +302,24 @@ fn invalid(message: impl Into<String>) -> Error {
 }
 
 /// `key.utf-8` if present, else `key`; a string that must be UTF-8.
-fn utf8_key(dict: &Dict<'_>, key: &str) -> Result<Option<String>> {
-    let utf8_key = format!("{key}.utf-8");
-    let (key, value) = match dict.get(utf8_key.as_bytes()) {
-        Some(v) => (utf8_key.as_str(), v),
-        None => match dict.get(key.as_bytes()) {
-            Some(v) => (key, v),
-            None => return Ok(None),
-        },
+fn utf8_field<'a>(
+    utf8_value: Option<Raw<'a>>,
+    plain: Option<Raw<'a>>,
+    key: &str,
+) -> Result<Option<&'a str>> {
+    let (key, value) = match (utf8_value, plain) {
+        (Some(v), _) => (format!("{key}.utf-8"), v),
+        (None, Some(v)) => (key.to_owned(), v),
+        (None, None) => return Ok(None),
     };
     let bytes = value
         .as_bytes()
         .ok_or_else(|| invalid(format!("'{key}' is {}, not a string", value.kind())))?;
-    utf8(bytes, key).map(Some)
+    utf8(bytes, &key).map(Some)
 }
 
-fn utf8(bytes: &[u8], what: &str) -> Result<String> {
-    String::from_utf8(bytes.to_vec()).map_err(|_| {
+fn utf8<'a>(bytes: &'a [u8], what: &str) -> Result<&'a str> {
+    std::str::from_utf8(bytes).map_err(|_| {
         invalid(format!(
             "'{what}' is not UTF-8: {:?}",
             String::from_utf8_lossy(bytes)
@@ -247,12 +328,13 @@ fn utf8(bytes: &[u8], what: &str) -> Result<String> {
 }
 
 /// A non-negative integer length.
-fn length(value: &Value<'_>, what: &str) -> Result<u64> {
-    match value {
-        Value::Int(n) => {
-            u64::try_from(*n).map_err(|_| invalid(format!("'{what}' {n} is negative")))
-        }
-        v => Err(invalid(format!("'{what}' is {}, not an integer", v.kind()))),
+fn length(value: Raw<'_>, what: &str) -> Result<u64> {
+    match value.as_int() {
+        Some(n) => u64::try_from(n).map_err(|_| invalid(format!("'{what}' {n} is negative"))),
+        None => Err(invalid(format!(
+            "'{what}' is {}, not an integer",
+            value.kind()
+        ))),
     }
 }
 
@@ -272,99 +354,129 @@ pub(crate) fn check_segment(seg: &str) -> std::result::Result<(), &'static str> 
     }
 }
 
-fn file_list(list: &Value<'_>) -> Result<Vec<MetaFile>> {
-    let list = list
-        .as_list()
+/// The keys of one `files` entry.
+#[derive(Default)]
+struct FileFields<'a> {
+    length: Option<Raw<'a>>,
+    path: Option<Raw<'a>>,
+    path_utf8: Option<Raw<'a>>,
+    attr: Option<Raw<'a>>,
+    symlink_path: Option<Raw<'a>>,
+}
+
+fn file_list(list: Raw<'_>) -> Result<FileTable> {
+    let items = list
+        .list()
         .ok_or_else(|| invalid(format!("'files' is {}, not a list", list.kind())))?;
-    if list.is_empty() {
+    if items.is_empty() {
         return Err(invalid("'files' is empty"));
     }
-    let mut files = Vec::with_capacity(list.len());
-    let mut offset: u64 = 0;
-    for (i, entry) in list.iter().enumerate() {
-        let file = entry
-            .as_dict()
+    let mut files = FileTable::new();
+    // Reused for every file: the `/`-joined path and symlink target.
+    let mut path = String::new();
+    let mut target = String::new();
+    for (i, entry) in items.enumerate() {
+        let dict = entry
+            .dict()
             .ok_or_else(|| invalid(format!("files[{i}] is {}, not a dictionary", entry.kind())))?;
-        let length = match file.get(b"length") {
-            None => return Err(invalid(format!("files[{i}] has no 'length'"))),
-            Some(v) => length(v, &format!("files[{i}].length"))?,
-        };
-        let path = file_path(file, i)?;
-        let attr = match file.get(b"attr") {
-            None => &b""[..],
-            Some(Value::Bytes(b)) => b,
-            Some(v) => {
-                return Err(invalid(format!(
-                    "files[{i}].attr is {}, not a string",
-                    v.kind()
-                )))
+        let mut f = FileFields::default();
+        for (key, value) in dict.iter() {
+            match key {
+                b"length" => f.length = Some(value),
+                b"path" => f.path = Some(value),
+                b"path.utf-8" => f.path_utf8 = Some(value),
+                b"attr" => f.attr = Some(value),
+                b"symlink path" => f.symlink_path = Some(value),
+                _ => {}
             }
+        }
+        let attr = match f.attr {
+            None => &b""[..],
+            Some(v) => v
+                .as_bytes()
+                .ok_or_else(|| invalid(format!("files[{i}].attr is {}, not a string", v.kind())))?,
         };
-        let pad = attr.contains(&b'p')
-            || path.first().is_some_and(|s| s == ".pad")
-            || path
-                .last()
-                .is_some_and(|s| s.starts_with("_____padding_file_"));
-        files.push(MetaFile {
-            path,
-            length,
-            offset,
-            pad,
-        });
-        offset = offset
-            .checked_add(length)
-            .ok_or_else(|| invalid(format!("total length overflows at files[{i}]")))?;
+        let (key, value) = match (f.path_utf8, f.path) {
+            (Some(v), _) => ("path.utf-8", v),
+            (None, Some(v)) => ("path", v),
+            (None, None) => return Err(invalid(format!("files[{i}] has no 'path'"))),
+        };
+        join_segments(value, &mut path, &|| format!("files[{i}].{key}"))?;
+        // BEP 47: a symlink ('l') has no bytes in the stream, so it needs no
+        // length and any length it gives is ignored. Without a 'symlink
+        // path' it is an empty plain file: libtorrent's reading, so that
+        // both count the same stream.
+        let link = attr.contains(&b'l');
+        let symlink = match f.symlink_path {
+            Some(v) if link => {
+                join_segments(v, &mut target, &|| format!("files[{i}].symlink path"))?;
+                Some(target.as_str())
+            }
+            _ => None,
+        };
+        let length = match f.length {
+            _ if link => 0,
+            Some(v) => length(v, &format!("files[{i}].length"))?,
+            None => return Err(invalid(format!("files[{i}] has no 'length'"))),
+        };
+        let pad = !link
+            && (attr.contains(&b'p')
+                || path == ".pad"
+                || path.starts_with(".pad/")
+                || path
+                    .rsplit('/')
+                    .next()
+                    .is_some_and(|s| s.starts_with("_____padding_file_")));
+        files
+            .push(&path, length, pad, symlink)
+            .map_err(|e| match e {
+                PushError::Overflow => invalid(format!("total length overflows at files[{i}]")),
+                PushError::ArenaFull => invalid("file paths too long"),
+            })?;
     }
     check_tree(&files)?;
     Ok(files)
 }
 
-fn file_path(file: &Dict<'_>, i: usize) -> Result<Vec<String>> {
-    let (key, value) = match (file.get(b"path.utf-8"), file.get(b"path")) {
-        (Some(v), _) => ("path.utf-8", v),
-        (None, Some(v)) => ("path", v),
-        (None, None) => return Err(invalid(format!("files[{i}] has no 'path'"))),
-    };
+/// Check the segments of a path list and write them `/`-joined to `out`.
+fn join_segments(value: Raw<'_>, out: &mut String, what: &dyn Fn() -> String) -> Result<()> {
     let segments = value
-        .as_list()
-        .ok_or_else(|| invalid(format!("files[{i}].{key} is {}, not a list", value.kind())))?;
+        .list()
+        .ok_or_else(|| invalid(format!("{} is {}, not a list", what(), value.kind())))?;
     if segments.is_empty() {
-        return Err(invalid(format!("files[{i}].{key} is an empty list")));
+        return Err(invalid(format!("{} is an empty list", what())));
     }
-    let mut path = Vec::with_capacity(segments.len());
+    out.clear();
     for seg in segments {
         let bytes = seg
             .as_bytes()
-            .ok_or_else(|| invalid(format!("files[{i}].{key} has {} segment", seg.kind())))?;
-        let seg = utf8(bytes, &format!("files[{i}].{key}"))?;
-        check_segment(&seg)
-            .map_err(|why| invalid(format!("files[{i}].{key} segment {seg:?}: {why}")))?;
-        path.push(seg);
+            .ok_or_else(|| invalid(format!("{} has {} segment", what(), seg.kind())))?;
+        let seg = utf8(bytes, &what())?;
+        check_segment(seg).map_err(|why| invalid(format!("{} segment {seg:?}: {why}", what())))?;
+        if !out.is_empty() {
+            out.push('/');
+        }
+        out.push_str(seg);
     }
-    Ok(path)
+    Ok(())
 }
 
 /// No two real files share a path, and no file is a directory of another.
 /// Pad files are exempt: BEP 47 names them `.pad/<size>`, so they repeat.
-fn check_tree(files: &[MetaFile]) -> Result<()> {
-    let mut paths: Vec<&[String]> = files
-        .iter()
-        .filter(|f| !f.pad)
-        .map(|f| &f.path[..])
-        .collect();
-    paths.sort_unstable();
-    // If P is a prefix of Q, every path sorted between them also starts with
-    // P, so comparing neighbours finds every conflict.
-    for w in paths.windows(2) {
+fn check_tree(files: &FileTable) -> Result<()> {
+    let sorted = files.sorted_visible();
+    // Paths are compared segment by segment, so if P is a directory of Q
+    // every path sorted between them is also under P: comparing neighbours
+    // finds every conflict.
+    for w in sorted.windows(2) {
         if let [a, b] = w {
+            let (a, b) = (files.path_of(*a), files.path_of(*b));
             if a == b {
-                return Err(invalid(format!("duplicate file path {:?}", a.join("/"))));
+                return Err(invalid(format!("duplicate file path {a:?}")));
             }
-            if b.starts_with(a) {
+            if b.len() > a.len() && b.starts_with(a) && b.as_bytes().get(a.len()) == Some(&b'/') {
                 return Err(invalid(format!(
-                    "{:?} is both a file and a directory (of {:?})",
-                    a.join("/"),
-                    b.join("/")
+                    "{a:?} is both a file and a directory (of {b:?})"
                 )));
             }
         }
@@ -373,29 +485,26 @@ fn check_tree(files: &[MetaFile]) -> Result<()> {
 }
 
 /// BEP 19 `url-list`: one string or a list of strings. Empty strings (some
-/// tools write `url-list: ""` for "none") are dropped.
-fn url_list(root: &Dict<'_>) -> Result<Vec<String>> {
-    let items: Vec<&Value<'_>> = match root.get(b"url-list") {
-        None => return Ok(Vec::new()),
-        Some(v @ Value::Bytes(_)) => vec![v],
-        Some(Value::List(l)) => l.iter().collect(),
-        Some(v) => {
-            return Err(invalid(format!(
-                "'url-list' is {}, not a string or list",
-                v.kind()
-            )))
-        }
+/// tools write `url-list: ""` for "none") are dropped, and so is an entry of
+/// the wrong type (a list, an integer) or that is not UTF-8, as libtorrent
+/// does: a web seed is optional, so one unusable entry must not hide the
+/// others, nor a `url-list` of the wrong type the torrent.
+fn url_list(value: Option<Raw<'_>>) -> Vec<String> {
+    let Some(value) = value else {
+        return Vec::new();
     };
-    // An entry of the wrong type (a list, an integer) or that is not UTF-8
-    // is skipped rather than failing the torrent, as libtorrent does: a web
-    // seed is optional, so one unusable entry must not hide the others.
-    let urls = items
-        .into_iter()
+    let items: Box<dyn Iterator<Item = Raw<'_>>> = if value.as_bytes().is_some() {
+        Box::new(std::iter::once(value))
+    } else if let Some(list) = value.list() {
+        Box::new(list)
+    } else {
+        Box::new(std::iter::empty())
+    };
+    items
         .filter_map(|item| item.as_bytes())
         .filter(|b| !b.is_empty())
         .filter_map(|b| std::str::from_utf8(b).ok().map(str::to_owned))
-        .collect();
-    Ok(urls)
+        .collect()
 }
 
 #[cfg(test)]

@@ -22,6 +22,9 @@ pub struct FileEntry {
     /// Where the file starts in the stream.
     pub offset: u64,
     pub size: u64,
+    /// A BEP 47 symlink's target (`/`-separated, relative to the dataset's
+    /// root): the entry has no bytes (`size` 0) and is never read through.
+    pub symlink: Option<String>,
 }
 
 /// The stream's geometry: its size, its piece length and its files.
@@ -48,6 +51,14 @@ impl Layout {
     pub fn new(size: u64, piece_len: u64, files: Vec<FileEntry>) -> crate::Result<Layout> {
         if piece_len == 0 || piece_len > usize::MAX as u64 {
             return Err(crate::Error::invalid("piece length out of range"));
+        }
+        if size > i64::MAX as u64 {
+            // Every size and offset must fit the C API's int64_t
+            // (gtio_size, gtio_lseek): refuse at open, not at the first call.
+            return Err(crate::Error::new(
+                libc::EFBIG,
+                format!("stream of {size} bytes is over the INT64_MAX limit"),
+            ));
         }
         if size.div_ceil(piece_len) > u64::from(u32::MAX) {
             return Err(crate::Error::invalid(
@@ -143,6 +154,9 @@ mod tests {
     fn rejects_degenerate_layouts() {
         assert!(Layout::new(10, 0, vec![]).is_err());
         assert!(Layout::new(u64::MAX, 1, vec![]).is_err());
+        let e = Layout::new(i64::MAX as u64 + 1, 1 << 40, vec![]).unwrap_err();
+        assert_eq!(e.errno(), libc::EFBIG);
+        assert!(Layout::new(i64::MAX as u64, 1 << 40, vec![]).is_ok());
     }
 
     proptest! {

@@ -35,6 +35,7 @@ impl ObjectProvider {
             name,
             offset: 0,
             size,
+            symlink: None,
         }];
         let layout = Layout::new(size, u64::from(block_size), files)?;
         let identity = Identity::intern(format!("{}#{block_size}", source.identity()));

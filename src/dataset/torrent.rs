@@ -185,9 +185,10 @@ impl TorrentProvider {
         let files = meta
             .visible_files()
             .map(|f| FileEntry {
-                name: f.display_name(),
+                name: f.path.to_owned(),
                 offset: f.offset,
                 size: f.length,
+                symlink: f.symlink.map(str::to_owned),
             })
             .collect();
         let layout = Layout::new(meta.total_length, meta.piece_length, files)?;

@@ -156,7 +156,14 @@ pub extern "C" fn gtio_lseek(
 pub extern "C" fn gtio_size(gtio: *mut GTIO, err: *mut GTIO_Error) -> i64 {
     ffi_guard!("gtio_size", err, -1, {
         let ds = registry::dataset(gtio)?;
-        Ok(ds.size() as i64)
+        // Opens refuse streams past INT64_MAX (Layout::new), so this only
+        // guards against a -1 (or negative) size with no error code.
+        i64::try_from(ds.size()).map_err(|_| {
+            Error::new(
+                libc::EFBIG,
+                format!("stream size {} is over INT64_MAX", ds.size()),
+            )
+        })
     })
 }
 

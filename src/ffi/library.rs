@@ -73,6 +73,8 @@ unsafe fn config_from_c(c: &GTIO_Config) -> Result<Config, Error> {
         ring_entries: c.ring_entries,
         poller_thread: c.poller_thread != 0,
         ca_bundle,
+        // Environment-only settings (GTIO_Config keeps its layout).
+        http: crate::config::HttpBounds::default(),
     })
 }
 

@@ -15,8 +15,9 @@ use crate::{Dataset, Error};
 /// Open a torrent from its bencoded metainfo (`gto_buf`, `gto_size` bytes;
 /// at most 64 MiB). The library copies what it keeps: the caller may free or
 /// reuse the buffer as soon as this returns. `cred` (NULL: none) is sent to
-/// the torrent's web seeds. Malformed metainfo is `EINVAL` with the reason.
-/// Returns a handle, or NULL with `*err`. Never blocks on the network.
+/// the torrent's web seeds. Malformed metainfo is `EINVAL` with the reason;
+/// a stream over `INT64_MAX` bytes is `EFBIG`. Returns a handle, or NULL
+/// with `*err`. Never blocks on the network.
 #[no_mangle]
 pub extern "C" fn gtio_open_gto(
     gto_buf: *const c_void,
@@ -51,7 +52,8 @@ type Lists = Mutex<Option<HashMap<usize, Vec<CString>>>>;
 
 /// The dataset's files in stream order (pad files hidden): `*fi` receives an
 /// array of the returned count, to free with `gtio_free_file_list`. Names are
-/// '/'-separated paths. Returns the count (0 with `*fi` NULL for none), or -1
+/// '/'-separated paths; a BEP 47 symlink is listed with size 0 (it has no
+/// bytes in the stream and is never read through). Returns the count (0 with `*fi` NULL for none), or -1
 /// with `*err`. Never blocks.
 #[no_mangle]
 pub extern "C" fn gtio_get_file_list(

@@ -128,7 +128,12 @@ pub(crate) unsafe fn fill_error(err: *mut GTIO_Error, e: &Error) {
     let Some(out) = (unsafe { err.as_mut() }) else {
         return;
     };
-    out.code = e.errno();
+    // A failure always has a non-zero code: callers test `code`, and an
+    // errno of 0 (an OS error that carried none) would read as success.
+    out.code = match e.errno() {
+        0 => libc::EIO,
+        n => n,
+    };
     out.http_status = i32::from(e.http_status());
     copy_c_string(&mut out.message, e.message());
 }
@@ -136,6 +141,21 @@ pub(crate) unsafe fn fill_error(err: *mut GTIO_Error, e: &Error) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_filled_error_never_has_code_zero() {
+        let mut out = GTIO_Error {
+            code: 0,
+            http_status: 0,
+            message: [0; 512],
+        };
+        // An OS error that carried no errno (raw_os_error 0).
+        let e = Error::from(std::io::Error::from_raw_os_error(0));
+        assert_eq!(e.errno(), 0);
+        // SAFETY: `out` is a valid GTIO_Error.
+        unsafe { fill_error(&mut out, &e) };
+        assert_eq!(out.code, libc::EIO);
+    }
 
     #[test]
     fn c_strings_truncate_on_char_boundaries() {

@@ -45,6 +45,8 @@ pub struct Dataset {
     closed: AtomicBool,
     /// The torrent's name, or the URI's last path segment (set by `open`).
     name: String,
+    /// The metainfo's creation date or the object's modification time.
+    mtime: Option<std::time::SystemTime>,
 }
 
 impl std::fmt::Debug for Dataset {
@@ -76,6 +78,7 @@ impl Dataset {
             pending: Arc::new(Mutex::new(HashMap::new())),
             closed: AtomicBool::new(false),
             name,
+            mtime: None,
         }
     }
 
@@ -84,6 +87,13 @@ impl Dataset {
     /// object's last URI path segment.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// When the dataset last changed, as far as its origin says: a
+    /// torrent's `creation date`, an object's `Last-Modified` or a local
+    /// file's mtime. `None` when the origin does not say.
+    pub fn mtime(&self) -> Option<std::time::SystemTime> {
+        self.mtime
     }
 
     /// Size of the stream in bytes.

@@ -50,12 +50,15 @@ impl Dataset {
                 Dataset::from_object(Box::new(obj), uri, block)
             }
             "http" | "https" => {
+                // One deadline for the whole open (open_timeout_ms): HEAD,
+                // probe and metainfo download together.
+                let deadline = rt.http().open_deadline();
                 if named_torrent {
-                    return Dataset::open_remote_torrent(uri, secret);
+                    return Dataset::open_remote_torrent(uri, secret, deadline);
                 }
-                let obj = HttpObject::open(rt.http(), uri, secret.as_ref())?;
+                let obj = HttpObject::open(rt.http(), uri, secret.as_ref(), Some(deadline))?;
                 if obj.is_torrent() {
-                    return Dataset::open_remote_torrent(uri, secret);
+                    return Dataset::open_remote_torrent(uri, secret, deadline);
                 }
                 Dataset::from_object(Box::new(obj), uri, block)
             }
@@ -74,9 +77,11 @@ impl Dataset {
     fn from_object(source: Box<dyn RangeSource>, uri: &str, block: u32) -> Result<Dataset> {
         let rt = runtime::get()?;
         let name = uri_basename(uri);
+        let mtime = source.mtime();
         let provider = ObjectProvider::new(source, name.clone(), block)?;
         let mut ds = Dataset::new(rt, Arc::new(provider));
         ds.name = name;
+        ds.mtime = mtime;
         Ok(ds)
     }
 
@@ -89,6 +94,9 @@ impl Dataset {
         let rt = runtime::get()?;
         let meta = metainfo::parse(bytes)?;
         let name = meta.name.clone();
+        let mtime = meta
+            .creation_date
+            .map(|s| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s));
         // Swarm (issue 11): trackers from the raw metainfo, peers per GTIO_PEERS.
         let tiers = crate::swarm::tracker::tiers_from_metainfo(bytes);
         let swarm = crate::config::SwarmSettings::from_env();
@@ -103,10 +111,15 @@ impl Dataset {
         )?;
         let mut ds = Dataset::new(rt, Arc::new(provider));
         ds.name = name;
+        ds.mtime = mtime;
         Ok(ds)
     }
 
-    fn open_remote_torrent(uri: &str, cred: Option<Secret>) -> Result<Dataset> {
+    fn open_remote_torrent(
+        uri: &str,
+        cred: Option<Secret>,
+        deadline: std::time::Instant,
+    ) -> Result<Dataset> {
         let rt = runtime::get()?;
         let what = format!("GET {}", redact_url(uri));
         let resp = rt
@@ -117,6 +130,7 @@ impl Dataset {
                 range: None,
                 if_range: None,
                 cred: cred.as_ref(),
+                deadline: Some(deadline),
             })
             .map_err(|f| f.error)?;
         if resp.status != 200 {

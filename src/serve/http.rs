@@ -313,15 +313,7 @@ pub fn read_request<R: BufRead>(r: &mut R, limits: &Limits) -> Result<Request, R
     Ok(req)
 }
 
-/// A non-empty run of ASCII digits as u64; `None` on overflow or junk.
-fn parse_decimal(s: &[u8]) -> Option<u64> {
-    if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    s.iter().try_fold(0u64, |acc, &d| {
-        acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-    })
-}
+use crate::http_date::parse_decimal;
 
 /// Like [`parse_decimal`] but saturating: in a Range a position beyond u64 is
 /// simply "beyond the end", not a syntax error.
@@ -548,8 +540,7 @@ pub fn if_range_matches(value: &str, etag: &str, last_modified: u64) -> bool {
     parse_http_date(value) == Some(last_modified)
 }
 
-mod date;
-pub use date::{fmt_http_date, http_date_now, parse_http_date, unix_secs};
+pub use crate::http_date::{fmt_http_date, http_date_now, parse_http_date, unix_secs};
 
 #[cfg(test)]
 mod tests;

@@ -103,6 +103,10 @@ impl RangeSource for FileObject {
         ""
     }
 
+    fn mtime(&self) -> Option<SystemTime> {
+        self.modified
+    }
+
     fn identity(&self) -> String {
         let mtime = self
             .modified

@@ -4,7 +4,7 @@
 //! object". It does not retry, cache or verify; the engine does those, driven
 //! by the [`Fault`] a source returns, which says whether trying again can help.
 //!
-//! - [`http`]: `http://` and `https://` through one shared ureq agent.
+//! - [`http`]: `http://` and `https://` through gtio's own HTTP/1.1 client (docs/http.md).
 //! - [`file`]: `file://`, for local datasets, tests and demos.
 //! - [`webseed`]: BEP 19 mapping from a torrent's stream to web seed URLs.
 
@@ -82,4 +82,9 @@ pub trait RangeSource: Send + Sync {
     fn identity(&self) -> String;
     /// A reader that yields exactly the bytes of `range` (or fails).
     fn open_range(&self, range: Range<u64>) -> Result<Box<dyn Read + Send + '_>, Fault>;
+    /// When the object last changed, if the source says (`Last-Modified`,
+    /// a file's mtime): what a mount shows as the file's mtime.
+    fn mtime(&self) -> Option<std::time::SystemTime> {
+        None
+    }
 }

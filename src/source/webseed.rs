@@ -55,7 +55,7 @@ pub fn file_url(meta: &Metainfo, seed: &str, file_index: usize) -> Option<String
             url.push('/');
         }
         encode_segment(&meta.name, &mut url);
-        for seg in &file.path {
+        for seg in file.segments() {
             url.push('/');
             encode_segment(seg, &mut url);
         }

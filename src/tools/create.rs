@@ -1,11 +1,13 @@
-//! `gtio create`: a torrent of a file or a directory tree, with web seeds.
+//! `gtio create`: a torrent of a file or a directory tree, with web seeds
+//! and trackers (both optional: a torrent with neither is still readable
+//! from a local copy, or from seeds a reader adds).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use super::input::io_message;
 use super::{human_bytes, Failure, Outcome};
-use crate::dataset::create::create_torrent;
+use crate::dataset::create::create_torrent_with_trackers;
 use crate::dataset::metainfo;
 
 /// What was written, for the summary line.
@@ -38,10 +40,13 @@ impl std::fmt::Display for Created {
     }
 }
 
-/// Hash `path` and write its metainfo, naming `web_seeds`, to `out`.
+/// Hash `path` and write its metainfo, naming `web_seeds` and `trackers`,
+/// to `out`. Each entry of `trackers` is one BEP 12 tier: announce URLs
+/// separated by commas (the form mktorrent's `-a` takes).
 pub fn create(
     path: &Path,
     web_seeds: &[String],
+    trackers: &[String],
     piece_length_log2: Option<u8>,
     out: &Path,
 ) -> Outcome<Created> {
@@ -55,9 +60,10 @@ pub fn create(
             ));
         }
     }
+    let tiers = tracker_tiers(trackers)?;
     refuse_output_inside(path, out)?;
     // The library's messages name the path already.
-    let bytes = create_torrent(path, web_seeds, piece_length_log2)
+    let bytes = create_torrent_with_trackers(path, web_seeds, &tiers, piece_length_log2)
         .map_err(|e| Failure::new("create", e))?;
     let meta = metainfo::parse(&bytes).map_err(|e| Failure::new(format!("create {shown}"), e))?;
     std::fs::write(out, &bytes)
@@ -85,6 +91,30 @@ pub fn create(
         info_hash,
         warnings,
     })
+}
+
+/// `--tracker` values as tiers: each value is a tier, its commas separate
+/// URLs of that tier. Trackers announce over http(s) (BEP 3) or udp (BEP 15).
+fn tracker_tiers(trackers: &[String]) -> Outcome<Vec<Vec<String>>> {
+    let mut tiers = Vec::with_capacity(trackers.len());
+    for arg in trackers {
+        let mut tier = Vec::new();
+        for url in arg.split(',').map(str::trim) {
+            let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+            let host = url.split_once("://").map_or("", |(_, rest)| rest);
+            if !matches!(scheme.as_deref(), Some("http" | "https" | "udp")) || host.is_empty() {
+                return Err(Failure::usage(
+                    format!("--tracker {arg}"),
+                    format!("{url:?} is not an http://, https:// or udp:// announce URL"),
+                ));
+            }
+            if !tier.iter().any(|u| u == url) {
+                tier.push(url.to_string());
+            }
+        }
+        tiers.push(tier);
+    }
+    Ok(tiers)
 }
 
 /// Writing the torrent into the tree being hashed would put it into the

@@ -27,7 +27,7 @@ pub fn shown(arg: &str) -> String {
 pub fn open(arg: &str, cred: Option<&str>) -> Outcome<Dataset> {
     let what = shown(arg);
     if arg.contains("://") {
-        return Dataset::open(arg, cred).map_err(|e| Failure::new(what, e));
+        return Dataset::open(arg, cred).map_err(|e| named(what, e));
     }
     let path = Path::new(arg);
     let meta = std::fs::metadata(path).map_err(|e| Failure::new(&what, io_message(&e)))?;
@@ -52,7 +52,19 @@ pub fn open(arg: &str, cred: Option<&str>) -> Outcome<Dataset> {
     let abs = abs
         .to_str()
         .ok_or_else(|| Failure::new(&what, "path is not UTF-8"))?;
-    Dataset::open(&file_uri(abs), cred).map_err(|e| Failure::new(what, e))
+    Dataset::open(&file_uri(abs), cred).map_err(|e| named(what, e))
+}
+
+/// The library's error about `what`, which is named once: the library's
+/// messages about a URI quote it already (redacted as [`shown`] does), and a
+/// prefix would say it twice.
+fn named(what: String, e: impl std::fmt::Display) -> Failure {
+    let message = e.to_string();
+    if message.contains(&what) {
+        Failure::new("", message)
+    } else {
+        Failure::new(what, message)
+    }
 }
 
 /// A `file://` URI for an absolute path: `%`, `?` and `#` escaped, the rest

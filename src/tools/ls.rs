@@ -21,7 +21,12 @@ pub fn ls(ds: &Dataset, json: bool, out: &mut dyn Write) -> io::Result<()> {
             }
             s.push_str("{\"name\":");
             push_json_str(&mut s, &f.name);
-            s.push_str(&format!(",\"offset\":{},\"size\":{}}}", f.offset, f.size));
+            s.push_str(&format!(",\"offset\":{},\"size\":{}", f.offset, f.size));
+            if let Some(target) = &f.symlink {
+                s.push_str(",\"symlink\":");
+                push_json_str(&mut s, target);
+            }
+            s.push('}');
         }
         s.push_str("]}\n");
         return out.write_all(s.as_bytes());
@@ -57,6 +62,11 @@ pub fn ls(ds: &Dataset, json: bool, out: &mut dyn Write) -> io::Result<()> {
             f.size,
             f.name.escape_debug()
         ));
+        if let Some(target) = &f.symlink {
+            // A BEP 47 symlink: `name -> target`, like ls -l.
+            s.pop();
+            s.push_str(&format!(" -> {}\n", target.escape_debug()));
+        }
     }
     out.write_all(s.as_bytes())
 }

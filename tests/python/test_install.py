@@ -1,7 +1,9 @@
 """`make install` into a temporary prefix: a C program built with pkg-config
 alone runs (rpath from gtio.pc, no LD_LIBRARY_PATH) and reads bytes through
-the installed library; the installed `gtio` tool runs; `make uninstall`
-leaves no file behind (issue 16, item 3)."""
+the installed library; the installed `gtio` tool runs; `man gtio` and
+`man gtio-SUBCOMMAND` show the generated pages, and the bash completion
+completes subcommands and options (zsh and fish files are checked for their
+headers); `make uninstall` leaves no file behind (issue 16, item 3)."""
 
 from __future__ import annotations
 
@@ -68,6 +70,52 @@ def test_install_pkg_config_program_and_uninstall(tmp_path: Path) -> None:
     tool = _run([str(prefix / "bin" / "gtio"), "ls", str(data)], env=env).stdout
     assert "data.bin" in tool and "256" in tool
 
+    _check_man_and_completions(prefix, env)
+
     _run(["make", "--no-print-directory", "-C", str(ROOT), "uninstall", f"PREFIX={prefix}"])
     left = [p for p in prefix.rglob("*") if not p.is_dir()]
     assert left == [], left
+
+
+def _subcommands(gtio: Path, env) -> list:
+    """The visible subcommands, from `gtio --help`'s Commands section."""
+    text = _run([str(gtio), "--help"], env=env).stdout
+    section = text.split("Commands:", 1)[1].split("\n\n", 1)[0]
+    names = [line.split()[0] for line in section.splitlines() if line.strip()]
+    return [n for n in names if n != "help"]
+
+
+def _check_man_and_completions(prefix: Path, env) -> None:
+    gtio = prefix / "bin" / "gtio"
+    subs = _subcommands(gtio, env)
+    assert {"ls", "cat", "get", "create", "serve"} <= set(subs), subs
+    assert "generate" not in subs  # hidden: the build step, not a user command
+    man1 = prefix / "share" / "man" / "man1"
+    pages = sorted(p.name for p in man1.iterdir())
+    assert pages == sorted(["gtio.1"] + [f"gtio-{s}.1" for s in subs]), pages
+
+    if shutil.which("man"):
+        menv = dict(env, MANPATH=str(prefix / "share" / "man"), MANWIDTH="100", MAN_DISABLE_SECCOMP="1")
+        page = _run(["man", "-P", "cat", "gtio"], env=menv).stdout
+        assert "SYNOPSIS" in page and "gtio-ls(1)" in page and "gtio-create(1)" in page
+        create = _run(["man", "-P", "cat", "gtio-create"], env=menv).stdout
+        assert "--tracker" in create and "--web-seed" in create
+        serve = _run(["man", "-P", "cat", "gtio-serve"], env=menv).stdout
+        assert "--addr" in serve and "--cred" not in serve and "--ca-bundle" not in serve
+    else:
+        pytest.fail("man is missing (scripts/install-deps.sh installs man-db)")
+
+    share = prefix / "share"
+    bash_file = share / "bash-completion" / "completions" / "gtio"
+    script = (
+        f"source {bash_file} && complete -p gtio && "
+        "COMP_WORDS=(gtio cr); COMP_CWORD=1; _gtio gtio cr gtio; echo \"words: ${COMPREPLY[*]}\"; "
+        "COMP_WORDS=(gtio create --tr); COMP_CWORD=2; _gtio gtio --tr create; echo \"opts: ${COMPREPLY[*]}\""
+    )
+    out = _run(["bash", "--norc", "-c", script], env=env).stdout
+    assert "-F _gtio gtio" in out
+    assert "words: create\n" in out and "opts: --tracker\n" in out, out
+    zsh = (share / "zsh" / "site-functions" / "_gtio").read_text()
+    assert zsh.startswith("#compdef gtio") and "--tracker" in zsh and "generate" not in zsh
+    fish = (share / "fish" / "vendor_completions.d" / "gtio.fish").read_text()
+    assert "complete -c gtio" in fish and "tracker" in fish and "generate" not in fish

@@ -66,7 +66,7 @@ fn single_file_round_trip() {
     assert_eq!(m.piece_length, 16384);
     assert_eq!(m.total_length, 70_000);
     assert_eq!(m.files.len(), 1);
-    assert_eq!(m.files[0].path, ["data file.bin"]);
+    assert_eq!(m.files.get(0).unwrap().path, "data file.bin");
     assert_eq!(m.piece_hashes, expected_hashes(&data, 16384));
     assert_eq!(m.url_list, seeds());
     let text = String::from_utf8_lossy(&buf);
@@ -116,11 +116,7 @@ fn multi_file_round_trip() {
     let m = parse(&buf).unwrap();
     assert!(m.multi_file);
     assert_eq!(m.name, "ds");
-    let names: Vec<String> = m
-        .files
-        .iter()
-        .map(|f| format!("ds/{}", f.display_name()))
-        .collect();
+    let names: Vec<String> = m.files.iter().map(|f| format!("ds/{}", f.path)).collect();
     let want: Vec<&str> = files.iter().map(|(p, _)| *p).collect();
     assert_eq!(names, want);
     assert!(m.files.iter().all(|f| !f.pad));
@@ -262,4 +258,37 @@ fn matches_mktorrent() {
         // Same info dict, byte for byte, hence the same info-hash.
         assert_eq!(ours.info_hash, theirs.info_hash);
     }
+}
+
+/// What the tree claims is bounded before anything is hashed or allocated:
+/// a sparse 1 TiB file in 16 KiB pieces would need 1.3 GB of hashes (and a
+/// day of hashing zeros), and a tree nested past MAX_TREE_DEPTH is refused.
+#[test]
+fn sizes_claimed_by_the_tree_are_bounded() {
+    let t = TempDir::new();
+    let sparse = t.0.join("sparse.bin");
+    let f = File::create(&sparse).unwrap();
+    if f.set_len(1 << 40).is_err() {
+        eprintln!("skipping the sparse case: this filesystem cannot hold a 1 TiB sparse file");
+    } else {
+        let started = std::time::Instant::now();
+        rejects(
+            create_torrent(&sparse, &seeds(), Some(14)),
+            libc::EFBIG,
+            "over the 64 MiB metainfo limit",
+        );
+        assert!(started.elapsed().as_secs() < 5, "hashed before refusing");
+    }
+    drop(f);
+    let mut deep = t.0.join("deep");
+    for _ in 0..=MAX_TREE_DEPTH {
+        deep.push("d");
+    }
+    fs::create_dir_all(&deep).unwrap();
+    fs::write(deep.join("f"), b"x").unwrap();
+    rejects(
+        create_torrent(&t.0.join("deep"), &seeds(), None),
+        libc::EINVAL,
+        "nested deeper than 256 levels",
+    );
 }

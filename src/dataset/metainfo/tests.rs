@@ -85,12 +85,13 @@ fn parses_single_file() {
     assert_eq!(m.piece_length, 4);
     assert_eq!(m.piece_hashes.len(), 3);
     assert_eq!(
-        m.files,
+        m.files.iter().collect::<Vec<_>>(),
         vec![MetaFile {
-            path: vec!["ds".into()],
+            path: "ds",
             length: 10,
             offset: 0,
-            pad: false
+            pad: false,
+            symlink: None,
         }]
     );
     assert_eq!(m.url_list, vec!["http://h/f.bin".to_string()]);
@@ -140,7 +141,7 @@ fn parses_multi_file_with_pad_files() {
     let summary: Vec<_> = m
         .files
         .iter()
-        .map(|f| (f.display_name(), f.offset, f.length, f.pad))
+        .map(|f| (f.path.to_string(), f.offset, f.length, f.pad))
         .collect();
     assert_eq!(
         summary,
@@ -154,7 +155,7 @@ fn parses_multi_file_with_pad_files() {
             ("z".to_string(), 12, 1, false),
         ]
     );
-    let visible: Vec<_> = m.visible_files().map(MetaFile::display_name).collect();
+    let visible: Vec<_> = m.visible_files().map(|f| f.path).collect();
     assert_eq!(visible, ["a/x.bin", "empty", "b", "z"]);
     assert_eq!(m.url_list, ["http://a/", "http://b/r"]);
 }
@@ -186,7 +187,7 @@ fn prefers_utf8_keys() {
     );
     let m = parse(&buf).unwrap();
     assert_eq!(m.name, "été");
-    assert_eq!(m.files[0].path, ["ü"]);
+    assert_eq!(m.files.get(0).unwrap().path, "ü");
 }
 
 #[test]
@@ -201,13 +202,126 @@ fn rejects_bad_framing() {
     let m = parse(unsorted).unwrap();
     let raw = &unsorted[7..unsorted.len() - 1];
     assert_eq!(m.info_hash, <[u8; 20]>::from(Sha1::digest(raw)));
+    // A `url-list` of the wrong type names no seeds; libtorrent loads it.
+    let m = parse(&torrent(
+        vec![("length", Value::Int(1))],
+        vec![("url-list", Value::Int(3))],
+        1,
+    ))
+    .unwrap();
+    assert!(m.url_list.is_empty());
+}
+
+/// BEP 47 symlinks take no bytes of the stream, need no length, and keep
+/// their target; the files after them keep their offsets.
+#[test]
+fn symlinks_have_no_bytes() {
+    let link = |len: Option<i64>, name: &'static str| {
+        let mut e = vec![
+            ("attr", s("l")),
+            ("path", Value::List(vec![s(name)])),
+            ("symlink path", Value::List(vec![s("a"), s("x.bin")])),
+        ];
+        if let Some(len) = len {
+            e.push(("length", Value::Int(len)));
+        }
+        dict(e)
+    };
+    let files = vec![
+        file(3, &["a", "x.bin"]),
+        link(Some(425), "l1"),
+        link(None, "l2"),
+        file(5, &["z"]),
+    ];
+    let m = parse(&multi(files, 2)).unwrap();
+    assert_eq!(m.total_length, 8);
+    let summary: Vec<_> = m
+        .files
+        .iter()
+        .map(|f| (f.path, f.offset, f.length, f.pad, f.symlink))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("a/x.bin", 0, 3, false, None),
+            ("l1", 3, 0, false, Some("a/x.bin")),
+            ("l2", 3, 0, false, Some("a/x.bin")),
+            ("z", 3, 5, false, None),
+        ]
+    );
+    // 'l' without a 'symlink path' is an empty plain file (libtorrent's
+    // reading): its length does not count either.
+    let plain = dict(vec![
+        ("attr", s("l")),
+        ("length", Value::Int(4)),
+        ("path", Value::List(vec![s("p")])),
+    ]);
+    let m = parse(&multi(vec![plain, file(1, &["q"])], 1)).unwrap();
+    assert_eq!(m.files.get(0).unwrap().symlink, None);
+    assert_eq!(m.files.get(0).unwrap().length, 0);
+    assert_eq!(m.total_length, 1);
+    // A target is a path like any other: no escaping the dataset.
+    let bad = dict(vec![
+        ("attr", s("l")),
+        ("path", Value::List(vec![s("l")])),
+        ("symlink path", Value::List(vec![s(".."), s("etc")])),
+    ]);
     reject(
-        &torrent(
-            vec![("length", Value::Int(1))],
-            vec![("url-list", Value::Int(3))],
+        &multi(vec![file(1, &["f"]), bad], 1),
+        "files[1].symlink path segment \"..\"",
+    );
+    // A symlink's path collides like a file's.
+    reject(
+        &multi(vec![file(1, &["a"]), link(None, "a")], 1),
+        "duplicate file path \"a\"",
+    );
+}
+
+#[test]
+fn refuses_v2_only_and_totals_past_int64_max() {
+    let v2 = torrent(
+        vec![
+            ("meta version", Value::Int(2)),
+            ("file tree", dict(vec![])),
+            ("length", Value::Int(1)),
+            ("pieces", s("<omit>")),
+        ],
+        vec![],
+        0,
+    );
+    reject(&v2, "BitTorrent v2-only metainfo");
+    // Two files of 2^62 bytes: 2^63 overflows int64_t, not u64.
+    let buf = torrent(
+        vec![
+            ("piece length", Value::Int(1 << 62)),
+            (
+                "files",
+                Value::List(vec![file(1 << 62, &["a"]), file(1 << 62, &["b"])]),
+            ),
+        ],
+        vec![],
+        2,
+    );
+    let e = parse(&buf).unwrap_err();
+    assert_eq!(e.errno(), libc::EFBIG, "{e:?}");
+    assert!(e.message().contains("INT64_MAX"), "{e}");
+}
+
+/// Paths are compared segment by segment: "a" (a file) and "a/b" conflict
+/// even with "a-" and "a.b" sorting between them bytewise.
+#[test]
+fn file_and_directory_conflict_found_across_bytewise_neighbours() {
+    reject(
+        &multi(
+            vec![
+                file(1, &["a"]),
+                file(1, &["a-"]),
+                file(1, &["a.b"]),
+                file(1, &["a", "b"]),
+            ],
             1,
         ),
-        "'url-list' is an integer",
+        "is both a file and a directory",
     );
 }
 

@@ -1,30 +1,64 @@
-//! `http://` and `https://` objects through one shared ureq agent.
+//! `http://` and `https://`: a small HTTP/1.1 client of our own.
 //!
-//! The agent keeps a keep-alive pool and a rustls client (system roots plus
-//! the configured CA bundle). Redirects are followed here, not by ureq, so
-//! that each hop is checked: only `http`/`https` targets, at most
-//! [`MAX_REDIRECTS`] hops, and the credential goes only to the host it was
-//! given for. Every request holds a per-host permit ([`HostLimiter`]) until
-//! its body is consumed, which is how `max_conns_per_host` is enforced.
+//! Why our own: every wait must be bounded on fresh and reused connections
+//! alike, a slow server must count as a stall, 1xx answers must be skipped,
+//! and body bytes must go from the socket to the piece buffer in one copy.
+//! A general-purpose client gets some of those wrong by design (ureq 2
+//! cleared the socket timeout of pooled connections and read bodies through
+//! 8 KiB buffers). What gtio needs of HTTP is small: GET and HEAD, one
+//! range, keep-alive, redirects, TLS. docs/http.md describes the rules.
 //!
-//! Messages never contain the credential or a URL's query string (presigned
-//! URLs carry their signature there): they use [`redact_url`].
+//! The parts, by concern:
+//! - [`wire`]: the request we write, the response head we parse (bounded).
+//! - [`conn`]: name lookup, connect, TLS, the keep-alive pool, and the
+//!   [`conn::Pace`] that bounds every wait and detects stalls.
+//! - [`response`]: bodies, read straight into the caller's buffer.
+//! - [`limiter`]: the per-host connection cap.
+//! - [`tls`]: the rustls configuration.
+//! - [`object`]: a plain object read by range (size and validator pinned).
+//!
+//! Redirects are followed here so that each hop is checked: only
+//! `http`/`https` targets, at most [`MAX_REDIRECTS`] hops, and the
+//! credential goes only to the host it was given for. Every request holds a
+//! per-host permit ([`HostLimiter`]) until its body is consumed, which is
+//! how `max_conns_per_host` is enforced.
+//!
+//! Messages never contain the credential, a URL's userinfo or its query
+//! string (presigned URLs carry their signature there): they use
+//! [`redact_url`], and each reason is said once.
 
-use std::collections::HashMap;
-use std::io::Read;
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::Fault;
+use crate::config::HttpBounds;
 use crate::error::redact_url;
 use crate::{Config, Error, Result};
 
+mod conn;
+mod fault;
+mod limiter;
 mod object;
+mod pace;
+mod response;
+mod tls;
+pub mod wire;
 
+use conn::{Conn, Failure, Pace, Pool, Target};
+pub(crate) use fault::fmt_duration;
+pub use fault::status_fault;
+use fault::{failure_reason, transport_fault};
+pub use limiter::{HostLimiter, HostPermit};
 pub use object::{get_range, parse_content_range, parse_unsatisfied_range, HttpObject};
+pub use response::{Body, ExactBody};
 
 /// Browsers stop at 20; a dataset URL that needs more than 10 is misconfigured.
 pub const MAX_REDIRECTS: usize = 10;
+
+/// More informational (1xx) answers than this before the final one is
+/// refused: each is bounded in size, and so is their number.
+const MAX_INFORMATIONAL: usize = 32;
 
 /// A credential: never printed, not even by `Debug`.
 #[derive(Clone)]
@@ -52,6 +86,31 @@ impl Secret {
             format!("Bearer {}", self.0)
         }
     }
+
+    /// A header value may hold visible ASCII, spaces and tabs only: a CR or
+    /// LF would end the header (and let the credential inject others),
+    /// other bytes are not portable. Refused before anything is sent; the
+    /// message names the credential, never its value.
+    fn check(&self) -> Result<()> {
+        let bad = self
+            .0
+            .bytes()
+            .find(|&b| !(b == b' ' || b == b'\t' || (0x21..=0x7e).contains(&b)));
+        match bad {
+            None => Ok(()),
+            Some(b) => {
+                let what = match b {
+                    b'\r' | b'\n' => "a line break (CR or LF)",
+                    0x80.. => "a non-ASCII character",
+                    _ => "a control character",
+                };
+                Err(Error::invalid(format!(
+                    "the credential contains {what}, which cannot be sent in an \
+                     Authorization header; nothing was sent"
+                )))
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Secret {
@@ -60,157 +119,13 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// Counts open connections per host and makes requests wait for a slot.
-pub struct HostLimiter {
-    cap: usize,
-    open: Mutex<HashMap<String, usize>>,
-    freed: Condvar,
-}
-
-/// Holds one connection slot of a host until dropped.
-pub struct HostPermit {
-    limiter: Arc<HostLimiter>,
-    host: String,
-}
-
-impl HostLimiter {
-    pub fn new(cap: usize) -> Arc<HostLimiter> {
-        Arc::new(HostLimiter {
-            cap: cap.max(1),
-            open: Mutex::new(HashMap::new()),
-            freed: Condvar::new(),
-        })
-    }
-
-    pub fn acquire(self: &Arc<Self>, host: &str) -> HostPermit {
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            let n = open.entry(host.to_string()).or_insert(0);
-            if *n < self.cap {
-                *n += 1;
-                break;
-            }
-            open = self.freed.wait(open).unwrap_or_else(|e| e.into_inner());
-        }
-        HostPermit {
-            limiter: Arc::clone(self),
-            host: host.to_string(),
-        }
-    }
-
-    #[cfg(test)]
-    fn open_count(&self, host: &str) -> usize {
-        self.open.lock().unwrap().get(host).copied().unwrap_or(0)
-    }
-}
-
-impl Drop for HostPermit {
-    fn drop(&mut self) {
-        let mut open = self.limiter.open.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = open.get_mut(&self.host) {
-            *n -= 1;
-            if *n == 0 {
-                open.remove(&self.host);
-            }
-        }
-        drop(open);
-        self.limiter.freed.notify_all();
-    }
-}
-
-/// The process's HTTP client: one agent, one limiter.
+/// The process's HTTP client: one pool, one limiter, one TLS config.
 pub struct HttpClient {
-    agent: ureq::Agent,
+    tls: Arc<rustls::ClientConfig>,
+    pool: Arc<Pool>,
     limiter: Arc<HostLimiter>,
-}
-
-impl HttpClient {
-    pub fn new(cfg: &Config) -> Result<HttpClient> {
-        let tls = tls_config(cfg)?;
-        let timeout = cfg.timeout();
-        let agent = ureq::AgentBuilder::new()
-            .tls_config(Arc::new(tls))
-            .timeout_connect(timeout)
-            .timeout_read(timeout)
-            .timeout_write(timeout)
-            .redirects(0)
-            .max_idle_connections(256)
-            .max_idle_connections_per_host(cfg.max_conns_per_host as usize)
-            .user_agent(concat!("gtio/", env!("CARGO_PKG_VERSION")))
-            .build();
-        Ok(HttpClient {
-            agent,
-            limiter: HostLimiter::new(cfg.max_conns_per_host as usize),
-        })
-    }
-
-    /// Send one request, following redirects, holding a permit for the final
-    /// host. Returns the response of the final hop whatever its status.
-    pub fn send(&self, req: &HttpRequest<'_>) -> std::result::Result<HttpResponse, Fault> {
-        let origin = url::Url::parse(req.url).map_err(|_| {
-            Fault::permanent(Error::invalid(format!("bad URL {}", redact_url(req.url))))
-        })?;
-        check_scheme(&origin, req.url)?;
-        let origin_host = host_key(&origin);
-        let mut url = origin;
-        let mut cred = req.cred;
-        for _hop in 0..=MAX_REDIRECTS {
-            let host = host_key(&url);
-            let permit = self.limiter.acquire(&host);
-            let mut r = self.agent.request(req.method, url.as_str());
-            // Ask for the bytes as stored: a compressed body would break ranges.
-            r = r.set("Accept-Encoding", "identity");
-            if let Some((start, end)) = req.range {
-                r = r.set("Range", &format!("bytes={start}-{end}"));
-            }
-            if let Some(v) = req.if_range {
-                r = r.set("If-Range", v);
-            }
-            if let Some(c) = cred {
-                r = r.set("Authorization", &c.authorization());
-            }
-            let response = match r.call() {
-                Ok(resp) => resp,
-                Err(ureq::Error::Status(_, resp)) => resp,
-                Err(ureq::Error::Transport(t)) => {
-                    return Err(transport_fault(&t, req.method, url.as_str()))
-                }
-            };
-            let status = response.status();
-            if matches!(status, 301 | 302 | 303 | 307 | 308) {
-                let location = response.header("Location").unwrap_or("").to_string();
-                let next = url.join(&location).map_err(|_| {
-                    Fault::permanent(
-                        Error::io(format!(
-                            "{} redirected to an invalid Location",
-                            redact_url(url.as_str())
-                        ))
-                        .with_http_status(status),
-                    )
-                })?;
-                check_scheme(&next, url.as_str())?;
-                // The credential was given for one host; a redirect elsewhere
-                // (or a downgrade to plain http) must not carry it along.
-                if host_key(&next) != origin_host || next.scheme() != url.scheme() {
-                    cred = None;
-                }
-                drop(response);
-                drop(permit);
-                url = next;
-                continue;
-            }
-            return Ok(HttpResponse {
-                status,
-                url: url.to_string(),
-                inner: response,
-                permit,
-            });
-        }
-        Err(Fault::permanent(Error::io(format!(
-            "{}: more than {MAX_REDIRECTS} redirects",
-            redact_url(req.url)
-        ))))
-    }
+    timeout: Duration,
+    bounds: HttpBounds,
 }
 
 /// One request to send.
@@ -221,46 +136,39 @@ pub struct HttpRequest<'a> {
     pub range: Option<(u64, u64)>,
     pub if_range: Option<&'a str>,
     pub cred: Option<&'a Secret>,
+    /// Every wait of this request ends here (an open's total deadline).
+    pub deadline: Option<Instant>,
 }
 
-/// The final response, holding its host permit until dropped.
+/// The final response, holding its host permit until its body is dropped.
 pub struct HttpResponse {
     pub status: u16,
-    /// The URL that answered (after redirects).
-    pub url: String,
-    inner: ureq::Response,
-    permit: HostPermit,
+    head: wire::Head,
+    body: Body,
 }
 
 impl HttpResponse {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.inner.header(name)
+        self.head.header(name)
     }
 
     /// The body, limited to exactly `len` bytes: fewer is an error, and more
     /// means the server lied about the length (also an error).
     pub fn body_exact(self, len: u64) -> ExactBody {
-        ExactBody {
-            inner: self.inner.into_reader(),
-            remaining: len,
-            _permit: self.permit,
-        }
+        ExactBody::new(self.body, len)
+    }
+
+    /// The declared body length (`Content-Length`), if any.
+    pub fn content_length(&self) -> Option<u64> {
+        self.body.declared_len()
     }
 
     /// The body, up to `limit` bytes, for small documents (metainfo).
-    pub fn body_bounded(self, limit: u64) -> Result<Vec<u8>> {
-        let mut out = Vec::new();
-        self.inner
-            .into_reader()
-            .take(limit + 1)
-            .read_to_end(&mut out)
-            .map_err(|e| Error::from(e).context("reading response body"))?;
-        if out.len() as u64 > limit {
-            return Err(Error::invalid(format!(
-                "response body larger than {limit} bytes"
-            )));
-        }
-        Ok(out)
+    pub fn body_bounded(mut self, limit: u64) -> Result<Vec<u8>> {
+        self.body.read_bounded(limit).map_err(|f| {
+            let (errno, _, reason) = failure_reason(&f);
+            Error::new(errno, format!("reading the response body: {reason}"))
+        })
     }
 
     /// Map a non-success status to an error (and retry advice).
@@ -269,42 +177,254 @@ impl HttpResponse {
     }
 }
 
-/// A body reader that yields exactly the promised bytes.
-pub struct ExactBody {
-    inner: Box<dyn Read + Send + Sync + 'static>,
-    remaining: u64,
-    _permit: HostPermit,
-}
+impl HttpClient {
+    pub fn new(cfg: &Config) -> Result<HttpClient> {
+        let cap = cfg.max_conns_per_host as usize;
+        Ok(HttpClient {
+            tls: tls::client_config(cfg)?,
+            pool: Pool::new(cap),
+            limiter: HostLimiter::new(cap),
+            timeout: cfg.timeout(),
+            bounds: cfg.http,
+        })
+    }
 
-impl Read for ExactBody {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.remaining == 0 {
-            return Ok(0);
+    /// The deadline of an open that starts now.
+    pub fn open_deadline(&self) -> Instant {
+        Instant::now() + self.bounds.open_timeout()
+    }
+
+    /// Send one request, following redirects, holding a permit for the final
+    /// host. Returns the response of the final hop whatever its status.
+    pub fn send(&self, req: &HttpRequest<'_>) -> std::result::Result<HttpResponse, Fault> {
+        let origin = url::Url::parse(req.url).map_err(|_| {
+            Fault::permanent(Error::invalid(format!("bad URL {}", redact_url(req.url))))
+        })?;
+        check_scheme(&origin, req.url)?;
+        if let Some(c) = req.cred {
+            c.check().map_err(|e| {
+                Fault::permanent(e.context(format!("{} {}", req.method, redact_url(req.url))))
+            })?;
         }
-        let want = buf
-            .len()
-            .min(self.remaining.min(usize::MAX as u64) as usize);
-        let n = self.inner.read(&mut buf[..want])?;
-        if n == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                format!("body ended {} bytes early", self.remaining),
-            ));
-        }
-        self.remaining -= n as u64;
-        if self.remaining == 0 {
-            // One more read lets ureq see the end of the body and return the
-            // connection to the pool; extra bytes mean a lying server.
-            let mut probe = [0u8; 1];
-            if self.inner.read(&mut probe).unwrap_or(0) != 0 {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    "server sent more bytes than the range it promised",
+        let origin_host = host_key(&origin);
+        let mut url = origin;
+        let mut cred = req.cred;
+        for _hop in 0..=MAX_REDIRECTS {
+            let mut resp = self.send_once(req, &url, cred)?;
+            let status = resp.status;
+            if !matches!(status, 301 | 302 | 303 | 307 | 308) {
+                check_body_is_the_bytes(req, &resp)?;
+                return Ok(resp);
+            }
+            let what = format!("{} {}", req.method, redact_url(url.as_str()));
+            let Some(location) = resp.header("Location").map(str::to_string) else {
+                return Err(Fault::permanent(
+                    Error::io(format!(
+                        "{what}: HTTP {status} redirect without a Location header"
+                    ))
+                    .with_http_status(status),
                 ));
+            };
+            let next = url.join(&location).map_err(|_| {
+                Fault::permanent(
+                    Error::io(format!("{what}: redirected to an invalid Location"))
+                        .with_http_status(status),
+                )
+            })?;
+            check_scheme(&next, url.as_str())?;
+            // The credential was given for one host; a redirect elsewhere
+            // (or a downgrade to plain http) must not carry it along.
+            if host_key(&next) != origin_host || next.scheme() != url.scheme() {
+                cred = None;
+            }
+            resp.body.discard(64 << 10);
+            drop(resp);
+            url = next;
+        }
+        Err(Fault::permanent(Error::io(format!(
+            "{}: more than {MAX_REDIRECTS} redirects",
+            redact_url(req.url)
+        ))))
+    }
+
+    /// One hop: a connection (pooled or new), the request, the final head.
+    fn send_once(
+        &self,
+        req: &HttpRequest<'_>,
+        url: &url::Url,
+        cred: Option<&Secret>,
+    ) -> std::result::Result<HttpResponse, Fault> {
+        let what = format!("{} {}", req.method, redact_url(url.as_str()));
+        let fault = |f: Failure| transport_fault(f, &what);
+        let target = Target {
+            tls: url.scheme() == "https",
+            host: url
+                .host()
+                .map(|h| h.to_owned())
+                .ok_or_else(|| Fault::permanent(Error::invalid(format!("{what}: no host"))))?,
+            port: url.port_or_known_default().unwrap_or(80),
+        };
+        let key = target.key();
+        let request = self.request_bytes(req, url, cred);
+        let permit = self.limiter.acquire(&host_key(url));
+        let deadline = req.deadline.map(|d| (d, self.bounds.open_timeout()));
+        let mut fresh_only = false;
+        loop {
+            let mut pace = Pace::new(self.timeout, self.bounds.stall_min_bytes_per_sec, deadline);
+            let pooled = if fresh_only {
+                None
+            } else {
+                self.pool.take(&key)
+            };
+            let mut conn = match pooled {
+                Some(c) => c,
+                None => Conn::open(&target, &self.tls, &pace).map_err(fault)?,
+            };
+            match exchange(&mut conn, &request, &mut pace) {
+                Ok(head) => {
+                    let (framing, reusable) =
+                        wire::framing(req.method, &head).map_err(|e| fault(Failure::Wire(e)))?;
+                    let reusable = reusable && head.keep_alive();
+                    let status = head.status;
+                    let body = response::Body::new(
+                        conn,
+                        framing,
+                        reusable,
+                        pace,
+                        Arc::clone(&self.pool),
+                        key,
+                        what,
+                        permit,
+                    );
+                    return Ok(HttpResponse { status, head, body });
+                }
+                // A pooled connection the server closed while it was idle
+                // fails before any answer, or (a NAT or a crashed server
+                // dropped it without a FIN) never answers: try once more on
+                // a new one, within the same deadline.
+                Err(f) if conn.reused && is_stale(&f) => fresh_only = true,
+                Err(f) => return Err(fault(f)),
             }
         }
-        Ok(n)
     }
+
+    fn request_bytes(
+        &self,
+        req: &HttpRequest<'_>,
+        url: &url::Url,
+        cred: Option<&Secret>,
+    ) -> Vec<u8> {
+        let mut target = url.path().to_string();
+        if let Some(q) = url.query() {
+            target.push('?');
+            target.push_str(q);
+        }
+        let host = match url.port() {
+            Some(p) => format!("{}:{p}", url.host_str().unwrap_or("")),
+            None => url.host_str().unwrap_or("").to_string(),
+        };
+        let range = req.range.map(|(a, b)| format!("bytes={a}-{b}"));
+        let auth = match cred {
+            Some(c) => Some(c.authorization()),
+            // Userinfo in the URL is Basic authentication, as ureq and curl
+            // do (already percent-encoded ASCII, so safe in a header).
+            None if !url.username().is_empty() || url.password().is_some() => Some(format!(
+                "Basic {}",
+                base64(format!("{}:{}", url.username(), url.password().unwrap_or("")).as_bytes())
+            )),
+            None => None,
+        };
+        let mut headers: Vec<(&str, &str)> = vec![
+            ("User-Agent", concat!("gtio/", env!("CARGO_PKG_VERSION"))),
+            // Ask for the bytes as stored: a compressed body would break ranges.
+            ("Accept-Encoding", "identity"),
+        ];
+        if let Some(r) = &range {
+            headers.push(("Range", r));
+        }
+        if let Some(v) = req.if_range {
+            headers.push(("If-Range", v));
+        }
+        if let Some(a) = &auth {
+            headers.push(("Authorization", a));
+        }
+        let mut out = Vec::with_capacity(512);
+        wire::write_request(&mut out, req.method, &target, &host, &headers);
+        out
+    }
+}
+
+/// Send the request and read heads until the final one (RFC 9110 §15.2:
+/// 1xx answers are interim and skipped).
+fn exchange(
+    conn: &mut Conn,
+    request: &[u8],
+    pace: &mut Pace,
+) -> std::result::Result<wire::Head, Failure> {
+    conn.send(request, pace)?;
+    for _ in 0..MAX_INFORMATIONAL {
+        let head = conn.read_head(pace)?;
+        match head.status {
+            101 => {
+                return Err(Failure::Wire(wire::WireError(
+                    "unexpected 101 Switching Protocols".into(),
+                )))
+            }
+            100..=199 => continue,
+            _ => return Ok(head),
+        }
+    }
+    Err(Failure::Wire(wire::WireError(format!(
+        "more than {MAX_INFORMATIONAL} informational (1xx) responses"
+    ))))
+}
+
+fn is_stale(f: &Failure) -> bool {
+    use io::ErrorKind as K;
+    match f {
+        Failure::Closed | Failure::NoAnswer(_) => true,
+        Failure::Io(e) => matches!(
+            e.kind(),
+            K::ConnectionReset | K::BrokenPipe | K::ConnectionAborted | K::UnexpectedEof
+        ),
+        _ => false,
+    }
+}
+
+/// gtio asked for `identity` and one range: a body in another encoding, or
+/// several parts, is not the bytes asked for, whatever its length says.
+fn check_body_is_the_bytes(
+    req: &HttpRequest<'_>,
+    resp: &HttpResponse,
+) -> std::result::Result<(), Fault> {
+    if !(200..300).contains(&resp.status) {
+        return Ok(());
+    }
+    let what = format!("{} {}", req.method, redact_url(req.url));
+    let refuse = |why: String| {
+        Fault::permanent(
+            Error::new(libc::EOPNOTSUPP, format!("{what}: {why}")).with_http_status(resp.status),
+        )
+    };
+    let codings = resp.head.tokens("Content-Encoding");
+    if let Some(c) = codings.iter().find(|c| *c != "identity") {
+        return Err(refuse(format!(
+            "the server sent Content-Encoding: {c} although gtio asked for identity; \
+             compressed bytes are not the object's bytes"
+        )));
+    }
+    if req.range.is_some() && resp.status == 206 {
+        let ct = resp.header("Content-Type").unwrap_or("");
+        let media = ct.split(';').next().unwrap_or("").trim();
+        if media.eq_ignore_ascii_case("multipart/byteranges") {
+            return Err(refuse(
+                "the server answered one range with multipart/byteranges; gtio asks for one \
+                 range and reads its bytes as they are"
+                    .into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check_scheme(url: &url::Url, from: &str) -> std::result::Result<(), Fault> {
@@ -329,115 +449,23 @@ pub(crate) fn host_key(url: &url::Url) -> String {
     )
 }
 
-/// The errno for an HTTP status, and whether a retry may help.
-pub fn status_fault(status: u16, what: &str, retry_after: Option<&str>) -> Fault {
-    let (errno, transient, hint) = match status {
-        404 | 410 => (libc::ENOENT, false, "not found"),
-        401 | 403 => (
-            libc::EACCES,
-            false,
-            "access denied: check the credential passed to open",
-        ),
-        416 => (libc::EIO, false, "range not satisfiable"),
-        412 => (
-            libc::ESTALE,
-            false,
-            "the object changed since it was opened",
-        ),
-        429 => (libc::EIO, true, "too many requests"),
-        504 => (libc::ETIMEDOUT, true, "gateway timeout"),
-        500..=599 => (libc::EIO, true, "server error"),
-        _ => (libc::EIO, false, "unexpected status"),
-    };
-    Fault {
-        error: Error::new(errno, format!("{what}: HTTP {status} ({hint})"))
-            .with_http_status(status),
-        transient,
-        retry_after: retry_after
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs),
-    }
-}
-
-fn transport_fault(t: &ureq::Transport, method: &str, url: &str) -> Fault {
-    use ureq::ErrorKind as K;
-    let what = format!("{method} {}", redact_url(url));
-    let io_kind = std::error::Error::source(t)
-        .and_then(|s| s.downcast_ref::<std::io::Error>())
-        .map(|e| e.kind());
-    let (errno, transient, reason) = match (t.kind(), io_kind) {
-        (_, Some(std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock)) => {
-            (libc::ETIMEDOUT, true, "timed out")
-        }
-        (K::ConnectionFailed, Some(std::io::ErrorKind::ConnectionRefused)) => {
-            (libc::ECONNREFUSED, true, "connection refused")
-        }
-        (K::ConnectionFailed, _) => (libc::ECONNREFUSED, true, "connection failed"),
-        (K::Dns, _) => (libc::EIO, true, "host name lookup failed"),
-        (K::InvalidUrl | K::UnknownScheme, _) => (libc::EINVAL, false, "invalid URL"),
-        (K::Io, Some(std::io::ErrorKind::InvalidData)) => {
-            // rustls reports certificate problems as InvalidData.
-            (
-                libc::EIO,
-                false,
-                "TLS handshake failed (untrusted certificate? set ca_bundle)",
-            )
-        }
-        (K::Io, _) => (libc::EIO, true, "connection error"),
-        (K::BadStatus | K::BadHeader, _) => (libc::EIO, true, "malformed HTTP response"),
-        _ => (libc::EIO, true, "transport error"),
-    };
-    let detail = std::error::Error::source(t)
-        .map(|s| format!(" ({})", sanitize(&s.to_string(), url)))
-        .unwrap_or_default();
-    Fault {
-        error: Error::new(errno, format!("{what}: {reason}{detail}")),
-        transient,
-        retry_after: None,
-    }
-}
-
-/// Lower-level error strings may quote the URL; cut it out.
-fn sanitize(text: &str, url: &str) -> String {
-    text.replace(url, &redact_url(url))
-}
-
-fn tls_config(cfg: &Config) -> Result<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    for cert in native.certs {
-        let _ = roots.add(cert);
-    }
-    if roots.is_empty() {
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    }
-    if let Some(path) = &cfg.ca_bundle {
-        use rustls_pki_types::pem::PemObject;
-        let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
-            .map_err(|e| Error::invalid(format!("ca_bundle {}: {e}", path.display())))?;
-        let mut added = 0;
-        for cert in certs {
-            let cert =
-                cert.map_err(|e| Error::invalid(format!("ca_bundle {}: {e}", path.display())))?;
-            roots
-                .add(cert)
-                .map_err(|e| Error::invalid(format!("ca_bundle {}: {e}", path.display())))?;
-            added += 1;
-        }
-        if added == 0 {
-            return Err(Error::invalid(format!(
-                "ca_bundle {} holds no PEM certificate",
-                path.display()
-            )));
+/// Standard base64 with padding (RFC 4648), for Basic credentials.
+fn base64(input: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for c in input.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(char::from(A[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
         }
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::io(format!("TLS setup: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(config)
+    out
 }
 
 #[cfg(test)]
@@ -461,6 +489,41 @@ mod tests {
     }
 
     #[test]
+    fn credential_bytes_are_checked() {
+        assert!(Secret::new("Bearer a.b-c_d~").check().is_ok());
+        for bad in ["a\r\nb", "a\nb", "t\u{f6}k", "a\u{1}b"] {
+            let e = Secret::new(bad).check().unwrap_err();
+            assert_eq!(e.errno(), libc::EINVAL);
+            assert!(e.message().contains("credential") && !e.message().contains(bad));
+        }
+    }
+
+    #[test]
+    fn base64_and_durations() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"user:pw"), "dXNlcjpwdw==");
+        assert_eq!(fmt_duration(Duration::from_millis(250)), "250 ms");
+        assert_eq!(fmt_duration(Duration::from_secs(2)), "2 s");
+        assert_eq!(fmt_duration(Duration::from_millis(1500)), "1.5 s");
+    }
+
+    #[test]
+    fn reasons_are_said_once() {
+        let e = io::Error::from_raw_os_error(libc::ECONNREFUSED);
+        let (errno, transient, reason) = failure_reason(&Failure::Io(e));
+        assert_eq!(
+            (errno, transient, reason.as_str()),
+            (libc::ECONNREFUSED, true, "connection refused")
+        );
+        let e = io::Error::from_raw_os_error(libc::EHOSTUNREACH);
+        let (_, _, reason) = failure_reason(&Failure::Io(e));
+        assert!(!reason.contains("os error"), "{reason}");
+    }
+
+    #[test]
     fn status_mapping() {
         assert_eq!(status_fault(404, "x", None).error.errno(), libc::ENOENT);
         assert_eq!(status_fault(410, "x", None).error.errno(), libc::ENOENT);
@@ -473,21 +536,5 @@ mod tests {
         assert!(status_fault(503, "x", None).transient);
         assert!(!status_fault(404, "x", None).transient);
         assert_eq!(status_fault(404, "x", None).error.http_status(), 404);
-    }
-
-    #[test]
-    fn limiter_caps_and_releases() {
-        let l = HostLimiter::new(2);
-        let a = l.acquire("h:80");
-        let _b = l.acquire("h:80");
-        assert_eq!(l.open_count("h:80"), 2);
-        let l2 = Arc::clone(&l);
-        let t = std::thread::spawn(move || {
-            let _c = l2.acquire("h:80");
-        });
-        std::thread::sleep(Duration::from_millis(50));
-        assert!(!t.is_finished(), "third permit must wait");
-        drop(a);
-        t.join().unwrap();
     }
 }

@@ -5,6 +5,7 @@
 use std::io::Read;
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::{host_key, ExactBody, HttpClient, HttpRequest, HttpResponse, Secret};
 use crate::error::redact_url;
@@ -23,7 +24,14 @@ pub struct HttpObject {
 }
 
 impl HttpObject {
-    pub fn open(client: &Arc<HttpClient>, url: &str, cred: Option<&Secret>) -> Result<HttpObject> {
+    /// HEAD (and, when that does not tell, a one-byte probe), every wait
+    /// ending by `deadline` (the open's total bound).
+    pub fn open(
+        client: &Arc<HttpClient>,
+        url: &str,
+        cred: Option<&Secret>,
+        deadline: Option<Instant>,
+    ) -> Result<HttpObject> {
         let parsed = url::Url::parse(url)
             .map_err(|_| Error::invalid(format!("bad URL {}", redact_url(url))))?;
         let host = host_key(&parsed);
@@ -34,6 +42,7 @@ impl HttpObject {
                 range: None,
                 if_range: None,
                 cred,
+                deadline,
             })
             .map_err(|f| f.error)?;
         let what = format!("HEAD {}", redact_url(url));
@@ -51,7 +60,7 @@ impl HttpObject {
             // 405), or no length, or ranges not advertised: ask for one byte.
             _ => {
                 drop(head);
-                probe(client, url, cred)?
+                probe(client, url, cred, deadline)?
             }
         };
         Ok(HttpObject {
@@ -86,7 +95,12 @@ fn validator_of(resp: &HttpResponse) -> Validator {
 
 /// `GET Range: bytes=0-0`: learns the size from `Content-Range` and whether
 /// ranges work at all.
-fn probe(client: &HttpClient, url: &str, cred: Option<&Secret>) -> Result<(u64, Validator)> {
+fn probe(
+    client: &HttpClient,
+    url: &str,
+    cred: Option<&Secret>,
+    deadline: Option<Instant>,
+) -> Result<(u64, Validator)> {
     let what = format!("GET {}", redact_url(url));
     let resp = client
         .send(&HttpRequest {
@@ -95,6 +109,7 @@ fn probe(client: &HttpClient, url: &str, cred: Option<&Secret>) -> Result<(u64, 
             range: Some((0, 0)),
             if_range: None,
             cred,
+            deadline,
         })
         .map_err(|f| f.error)?;
     match resp.status {
@@ -121,6 +136,10 @@ fn probe(client: &HttpClient, url: &str, cred: Option<&Secret>) -> Result<(u64, 
                 _ => Err(resp.status_fault(&what).error),
             }
         }
+        // A 200 with an empty body to a request for byte 0 is the whole
+        // object, and it is empty (Apache always answers so; nginx when HEAD
+        // is refused): there is no byte 0 to range over.
+        200 if resp.content_length() == Some(0) => Ok((0, validator_of(&resp))),
         200 => Err(Error::new(
             libc::EOPNOTSUPP,
             format!(
@@ -193,6 +212,7 @@ pub fn get_range(
         range: Some((range.start, range.end - 1)),
         if_range: validator.and_then(|v| v.if_range()),
         cred,
+        deadline: None,
     })?;
     let stale = |why: &str| {
         Fault::permanent(Error::new(
@@ -226,6 +246,14 @@ pub fn get_range(
             if (a, b) != (range.start, range.end - 1) {
                 return Err(Fault::transient(Error::io(format!(
                     "{what}: server answered bytes {a}-{b} instead"
+                ))));
+            }
+            let len = range.end - range.start;
+            if let Some(n) = resp.content_length().filter(|n| *n != len) {
+                // A body framed longer or shorter than the range it claims:
+                // the connection cannot be trusted for the next request.
+                return Err(Fault::transient(Error::io(format!(
+                    "{what}: server framed {n} bytes for a range of {len}"
                 ))));
             }
             Ok(resp.body_exact(range.end - range.start))
@@ -271,6 +299,11 @@ impl RangeSource for HttpObject {
 
     fn host(&self) -> &str {
         &self.host
+    }
+
+    fn mtime(&self) -> Option<std::time::SystemTime> {
+        let secs = crate::http_date::parse_http_date(self.validator.last_modified.as_deref()?)?;
+        Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
     }
 
     fn identity(&self) -> String {

@@ -1,33 +1,26 @@
 use super::*;
-use crate::dataset::metainfo::MetaFile;
+use crate::dataset::metainfo::FileTable;
 use proptest::prelude::*;
 
 /// A metainfo with the given files (a negative length = a pad file of that
 /// size).
 fn meta(name: &str, files: &[(i64, &[&str])]) -> Metainfo {
-    let mut offset = 0;
-    let files: Vec<MetaFile> = files
+    let joined: Vec<(String, u64, bool)> = files
         .iter()
-        .map(|(len, path)| {
-            let f = MetaFile {
-                path: path.iter().map(|s| s.to_string()).collect(),
-                length: len.unsigned_abs(),
-                offset,
-                pad: *len < 0,
-            };
-            offset += f.length;
-            f
-        })
+        .map(|(len, path)| (path.join("/"), len.unsigned_abs(), *len < 0))
         .collect();
+    let files = FileTable::from_files(joined.iter().map(|(p, l, pad)| (p.as_str(), *l, *pad)));
+    let offset = files.total_length();
     Metainfo {
         name: name.to_string(),
         piece_length: 16,
         piece_hashes: vec![[0; 20]; offset.div_ceil(16) as usize],
-        multi_file: files.len() != 1 || files[0].path != [name],
+        multi_file: files.len() != 1 || files.get(0).map(|f| f.path) != Some(name),
         files,
         total_length: offset,
         url_list: vec![],
         info_hash: [0; 20],
+        creation_date: None,
     }
 }
 
@@ -162,8 +155,8 @@ proptest! {
             for pos in last_end..r.stream_offset {
                 prop_assert!(m.files.iter().any(|f| f.pad && f.offset <= pos && pos < f.offset + f.length));
             }
-            let i = m.files.iter().position(|f| r.url == format!("http://s/t/{}", f.path[0])).unwrap();
-            let f = &m.files[i];
+            let i = m.files.iter().position(|f| r.url == format!("http://s/t/{}", f.path)).unwrap();
+            let f = m.files.get(i).unwrap();
             prop_assert!(!f.pad);
             prop_assert_eq!(r.stream_offset, f.offset + r.file_offset);
             prop_assert!(r.file_offset + r.len <= f.length);

@@ -3,6 +3,7 @@
 //! hands reads to a worker pool, so the kernel's concurrent reads are served
 //! at once and a slow piece does not stall `ls`.
 
+pub mod daemon;
 mod tree;
 
 use std::collections::HashMap;
@@ -303,8 +304,16 @@ fn signal_set() -> libc::sigset_t {
 
 /// Mount `ds` at `mountpoint` and serve it until it is unmounted
 /// (`fusermount3 -u`) or SIGINT/SIGTERM arrives, which unmount it.
-pub fn run(ds: Dataset, mountpoint: &Path, stats_addr: Option<&str>) -> Result<(), String> {
+pub fn run(
+    ds: Dataset,
+    mountpoint: &Path,
+    stats_addr: Option<&str>,
+    ready: &mut daemon::Ready,
+) -> Result<(), String> {
     let set = signal_set();
+    // Files never change under a mount; without an origin date, the time of
+    // mounting is the honest answer.
+    let ds_mtime = ds.mtime().unwrap_or_else(SystemTime::now);
     let tree = Tree::new(
         ds.files()
             .iter()
@@ -331,7 +340,7 @@ pub fn run(ds: Dataset, mountpoint: &Path, stats_addr: Option<&str>) -> Result<(
         shared,
         pool: tx,
         next_fh: AtomicU64::new(1),
-        mtime: SystemTime::now(),
+        mtime: ds_mtime,
     };
     let mp = mountpoint.to_path_buf();
     std::thread::spawn(move || {
@@ -355,6 +364,10 @@ pub fn run(ds: Dataset, mountpoint: &Path, stats_addr: Option<&str>) -> Result<(
         MountOption::Subtype("gtio".into()),
         MountOption::CUSTOM(format!("max_read={MAX_READ}")),
     ];
-    fuser::mount2(fs, mountpoint, &options)
-        .map_err(|e| format!("mount {}: {e}", mountpoint.display()))
+    let mut session = fuser::Session::new(fs, mountpoint, &options)
+        .map_err(|e| format!("mount {}: {e}", mountpoint.display()))?;
+    ready.mounted();
+    session
+        .run()
+        .map_err(|e| format!("serving {}: {e}", mountpoint.display()))
 }
