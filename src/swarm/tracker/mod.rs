@@ -19,7 +19,7 @@ pub mod udp;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use crate::dataset::bencode::{self, Value};
+use crate::dataset::bencode;
 use crate::{Error, Result};
 
 /// Our client prefix in peer IDs (Azureus style: `-XXvvvv-`).
@@ -143,13 +143,20 @@ pub fn new_peer_id() -> [u8; 20] {
 /// says it then replaces `announce`), else `announce` as one tier. Entries
 /// of the wrong type and empty strings are skipped; duplicates dropped.
 pub fn tiers_from_metainfo(bytes: &[u8]) -> Vec<Vec<String>> {
-    let Ok(v) = bencode::decode(bytes) else {
+    // Read in place: a metainfo of a million files would decode to a tree
+    // many times its size, and only two top-level keys matter here.
+    // The limits metainfo parsing applies (the document passed them).
+    let limits = bencode::Limits {
+        max_values: crate::dataset::metainfo::MAX_METAINFO_BYTES / 2,
+        ..bencode::Limits::default()
+    };
+    let Some(d) = bencode::raw::parse(bytes, limits)
+        .ok()
+        .and_then(|r| r.dict())
+    else {
         return Vec::new();
     };
-    let Some(d) = v.as_dict() else {
-        return Vec::new();
-    };
-    let s = |v: &Value<'_>| {
+    let s = |v: bencode::raw::Raw<'_>| {
         v.as_bytes()
             .and_then(|b| std::str::from_utf8(b).ok())
             .map(|s| s.trim().to_string())
@@ -157,12 +164,12 @@ pub fn tiers_from_metainfo(bytes: &[u8]) -> Vec<Vec<String>> {
     };
     let mut seen = std::collections::HashSet::new();
     let mut tiers = Vec::new();
-    if let Some(list) = d.get(b"announce-list").and_then(Value::as_list) {
-        for tier in list {
-            let urls: Vec<String> = tier
-                .as_list()
-                .unwrap_or_default()
-                .iter()
+    if let Some(list) = d.get(b"announce-list").and_then(|v| v.list()) {
+        // Bounded: a hostile announce-list cannot make thousands of tiers.
+        for tier in list.take(64) {
+            let Some(urls) = tier.list() else { continue };
+            let urls: Vec<String> = urls
+                .take(64)
                 .filter_map(s)
                 .filter(|u| seen.insert(u.clone()))
                 .collect();
