@@ -3,7 +3,9 @@
 # Idempotent; quiet on success. Debian 12, run as root (CI runs as root).
 #   - system packages: nginx-light, mktorrent, aria2, valgrind, curl, openssl,
 #     python3-venv, pkg-config, samtools, bcftools, tabix, libhts-dev,
-#     python3-libtorrent, man-db (apt-get update runs once, only if one is missing)
+#     python3-libtorrent, man-db, and for the swarm tests (tests/swarm.rs)
+#     opentracker, transmission-daemon, qbittorrent-nox
+#     (apt-get update runs once, only if one is missing)
 #   - .venv (at the repo root) with python/requirements-dev.txt
 set -euo pipefail
 
@@ -42,6 +44,10 @@ probe libhts-dev test -f /usr/include/htslib/hfile.h
 # create --tracker test and the conformance oracle (tests/torrent_conformance.rs)
 probe python3-libtorrent /usr/bin/python3 -c 'import libtorrent'
 probe man-db command -v man  # install test: man gtio
+# swarm (issue 11): a real tracker and real seeders on loopback (tests/swarm.rs)
+probe opentracker command -v opentracker
+probe transmission-daemon command -v transmission-daemon
+probe qbittorrent-nox command -v qbittorrent-nox
 
 if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
@@ -84,6 +90,10 @@ probe libhts-dev test -f /usr/include/htslib/hfile.h
 # create --tracker test and the conformance oracle (tests/torrent_conformance.rs)
 probe python3-libtorrent /usr/bin/python3 -c 'import libtorrent'
 probe man-db command -v man  # install test: man gtio
+# swarm (issue 11): a real tracker and real seeders on loopback (tests/swarm.rs)
+probe opentracker command -v opentracker
+probe transmission-daemon command -v transmission-daemon
+probe qbittorrent-nox command -v qbittorrent-nox
 [ "${#missing[@]}" -eq 0 ] || die "still missing after apt-get install: ${missing[*]}"
 
 # Python venv with the dev requirements; reinstalled only when requirements change

@@ -172,6 +172,42 @@ fn env_number(name: &str) -> Option<u64> {
 }
 // ---- end HTTP bounds ----
 
+// --- swarm settings (issue 11) -------------------------------------------
+// Added after the first release, so not in `GTIO_Config`: they come from the
+// environment (DESIGN.md "Settings"), read when a torrent is opened.
+
+/// Whether torrents read from BitTorrent peers, and how many per torrent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SwarmSettings {
+    /// `GTIO_PEERS`: 0 turns the swarm off (web seeds only). Default on.
+    pub peers: bool,
+    /// `GTIO_MAX_PEERS`: peer connections per torrent (default 30, 1..=200).
+    pub max_peers: u32,
+}
+
+impl Default for SwarmSettings {
+    fn default() -> Self {
+        SwarmSettings {
+            peers: true,
+            max_peers: 30,
+        }
+    }
+}
+
+impl SwarmSettings {
+    /// What the library runs with: `peers`/`max_peers` from
+    /// `gtio_set_setting` or `GTIO_PEERS`/`GTIO_MAX_PEERS` (`settings`).
+    pub fn from_env() -> SwarmSettings {
+        let (peers, max_peers) = crate::settings::swarm();
+        SwarmSettings {
+            peers,
+            max_peers: max_peers.clamp(1, 200),
+        }
+    }
+}
+
+// --- end swarm settings ----------------------------------------------------
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,6 +35,7 @@ pub mod serve;
 pub mod settings;
 pub mod source;
 pub mod store;
+pub mod swarm;
 pub mod tools;
 
 pub use config::Config;

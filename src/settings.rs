@@ -15,9 +15,7 @@
 //! runs: setting one then is `EBUSY`. `cred` (the credential an open uses
 //! when it is given none) applies to later opens at once. `cache_dir`
 //! (the persistent store, `store`) has no `GTIO_Config` field: it comes
-//! only from here. `peers` names a feature this version does not have (the
-//! swarm): asking for it is `ENOTSUP`, never silently ignored; its "off"
-//! value `0` is accepted. `max_peers` is checked and kept for it.
+//! only from here; so do `peers` (0 turns the swarm off) and `max_peers`.
 //!
 //! A bad value — in the environment or through the call — is `EINVAL`
 //! naming the setting and its variable; a bad environment makes the library
@@ -71,6 +69,8 @@ pub struct Extra {
     /// The credential an open uses when it is given none.
     pub cred: Option<String>,
     pub cache_dir_bytes: u64,
+    /// The swarm on (`peers` 1, the default) or off (0: web seeds only).
+    pub peers: bool,
     pub max_peers: u32,
 }
 
@@ -79,6 +79,7 @@ impl Default for Extra {
         Extra {
             cred: None,
             cache_dir_bytes: 10 << 30,
+            peers: true,
             max_peers: 30,
         }
     }
@@ -143,17 +144,8 @@ fn apply(s: &Setting, value: &str, config: &mut Config, extra: &mut Extra) -> Re
             config.cache_dir_bytes = extra.cache_dir_bytes;
         }
         "peers" => match number::<u32>(s, value)? {
-            0 => {}
-            1 => {
-                return Err(Error::new(
-                    libc::ENOTSUP,
-                    format!(
-                        "peers ({}): peer-to-peer download is not supported by this version \
-                         of gtio; torrents are read from their web seeds (peers=0)",
-                        s.var
-                    ),
-                ))
-            }
+            0 => extra.peers = false,
+            1 => extra.peers = true,
             _ => {
                 return Err(Error::invalid(format!(
                     "peers ({}): {value:?} is neither 0 nor 1",
@@ -227,6 +219,16 @@ pub fn set(name: &str, value: Option<&str>, running: bool) -> Result<()> {
     Ok(())
 }
 
+/// The swarm settings the library runs with (`peers`, `max_peers`).
+pub fn swarm() -> (bool, u32) {
+    let known = state().extra.as_ref().map(|e| (e.peers, e.max_peers));
+    known.unwrap_or_else(|| {
+        resolved()
+            .map(|(_, e)| (e.peers, e.max_peers))
+            .unwrap_or((true, 30))
+    })
+}
+
 /// The credential an open uses when it is given none (`cred`, `GTIO_CRED`).
 pub fn default_cred() -> Option<String> {
     let known = state().extra.as_ref().map(|e| e.cred.clone());
@@ -292,11 +294,13 @@ mod tests {
     }
 
     #[test]
-    fn features_not_here_are_enotsup() {
+    fn store_and_swarm_settings_have_no_config_field_but_apply() {
         let (c, _) = resolve(&vec![], env_of(&[("GTIO_CACHE_DIR", "/tmp/c")])).unwrap();
         assert_eq!(c.cache_dir.as_deref(), Some(std::path::Path::new("/tmp/c")));
-        let e = resolve(&vec![], env_of(&[("GTIO_PEERS", "1")])).unwrap_err();
-        assert_eq!(e.errno(), libc::ENOTSUP, "{e}");
+        let (_, e) = resolve(&vec![], env_of(&[("GTIO_PEERS", "0")])).unwrap();
+        assert!(!e.peers);
+        let (_, e) = resolve(&vec![], env_of(&[])).unwrap();
+        assert!(e.peers, "the swarm is on by default");
         let e = resolve(&vec![], env_of(&[("GTIO_PEERS", "2")])).unwrap_err();
         assert_eq!(e.errno(), libc::EINVAL, "{e}");
     }

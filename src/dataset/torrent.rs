@@ -11,6 +11,11 @@
 //! is no reason to drop a seed) and asks a second seed for pieces the first
 //! is slow to send (the endgame).
 //!
+//! When the torrent names trackers and `peers` is on (`GTIO_PEERS`), its
+//! BitTorrent swarm (`crate::swarm`) is one more source in the set, as in
+//! anacrolix/torrent where a web seed is one kind of peer: the set gives a
+//! run to whichever is faster, and hedges a slow one with the other.
+//!
 //! A run of pieces is one stream range; [`webseed::plan`] cuts it into one
 //! request per file, so a run inside one file is one range request and a
 //! piece spanning files takes several. Bytes are read straight into piece
@@ -20,11 +25,13 @@
 use std::io::Read;
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::metainfo::Metainfo;
 use super::object::body_fault;
 use super::webseed::{self, SeedRequest};
 use super::{FileEntry, Layout};
+use crate::config::SwarmSettings;
 use crate::engine::buffers::PieceBuf;
 use crate::engine::sources::{PieceSource, SourceSet};
 use crate::engine::stats::SourceKind;
@@ -32,6 +39,7 @@ use crate::engine::{Piece, PieceKey, PieceProvider};
 use crate::error::redact_url;
 use crate::source::http::{get_range, HttpClient, Secret};
 use crate::source::{file::FileObject, Fault, RangeSource};
+use crate::swarm::{tracker, Swarm, TorrentInfo};
 use crate::{Error, Result};
 
 /// Ask for at most this much per request (libtorrent's web seed cap): large
@@ -64,6 +72,52 @@ pub struct TorrentProvider {
     layout: Layout,
     meta: Arc<Metainfo>,
     sources: SourceSet,
+    /// The torrent's swarm, while this dataset is open (the last close of
+    /// a torrent sends the trackers `stopped`).
+    swarm: Option<Arc<Swarm>>,
+}
+
+/// The swarm as a piece source.
+struct SwarmSource {
+    swarm: Arc<Swarm>,
+    /// How long one run may wait on peers: short beside web seeds (the set
+    /// gives the rest to a seed), long when peers are all there is (the
+    /// first run waits for the announce, connects and an unchoke).
+    patience: Duration,
+}
+
+/// With web seeds beside the swarm, peers get this long for a run.
+const PEER_TRY: Duration = Duration::from_secs(3);
+/// With peers the only source, a run waits this long: Transmission unchokes
+/// at its rechoke, 2-10 s after we connect (REFERENCES.md).
+const PEER_ONLY_WAIT: Duration = Duration::from_secs(30);
+
+impl PieceSource for SwarmSource {
+    fn kind(&self) -> SourceKind {
+        SourceKind::Peer
+    }
+
+    fn label(&self) -> String {
+        "the BitTorrent swarm".into()
+    }
+
+    fn fetch(
+        &self,
+        pieces: Range<u32>,
+        deliver: &mut dyn FnMut(u32, Piece),
+    ) -> std::result::Result<(), Fault> {
+        self.swarm.fetch(
+            pieces,
+            &mut |p, res| {
+                // A piece the swarm gave up on is left out: the set asks
+                // another source (or fails it after the retries).
+                if let Ok(piece) = res {
+                    deliver(p, piece);
+                }
+            },
+            Instant::now() + self.patience,
+        )
+    }
 }
 
 impl TorrentProvider {
@@ -75,6 +129,25 @@ impl TorrentProvider {
         client: Arc<HttpClient>,
         cred: Option<Secret>,
         cred_host: Option<&str>,
+    ) -> Result<TorrentProvider> {
+        let off = SwarmSettings {
+            peers: false,
+            ..SwarmSettings::default()
+        };
+        TorrentProvider::with_swarm(meta, origin, client, cred, cred_host, &[], &off)
+    }
+
+    /// [`TorrentProvider::new`], and when `swarm_settings.peers` is on and
+    /// the torrent names trackers (`tiers`, from `announce`/`announce-list`),
+    /// its swarm is joined too: peers and web seeds serve it together.
+    pub fn with_swarm(
+        meta: Metainfo,
+        origin: Origin,
+        client: Arc<HttpClient>,
+        cred: Option<Secret>,
+        cred_host: Option<&str>,
+        tiers: &[Vec<String>],
+        swarm_settings: &SwarmSettings,
     ) -> Result<TorrentProvider> {
         let mut seeds = Vec::new();
         for url in &meta.url_list {
@@ -98,14 +171,38 @@ impl TorrentProvider {
             };
             seeds.push((url.clone(), send_cred));
         }
-        if seeds.is_empty() {
-            let why = if meta.url_list.is_empty() {
-                "the torrent has no web seeds (url-list); peer-to-peer download is not supported yet"
-            } else {
-                "none of the torrent's web seeds is usable (a downloaded torrent may not name file:// seeds)"
+        let has_trackers = tracker::usable(tiers);
+        if seeds.is_empty() && !(has_trackers && swarm_settings.peers) {
+            let why = match (meta.url_list.is_empty(), has_trackers) {
+                (true, false) => {
+                    "the torrent has neither web seeds (url-list) nor usable trackers \
+                     (announce, announce-list: http:// or udp://): nothing to read it from"
+                }
+                (true, true) => {
+                    "the torrent has no web seeds (url-list) and peers are off (GTIO_PEERS=0)"
+                }
+                (false, _) => {
+                    "none of the torrent's web seeds is usable (a downloaded torrent may not \
+                     name file:// seeds), and it has no trackers to find peers with"
+                }
             };
             return Err(Error::new(libc::EINVAL, why));
         }
+        let swarm = if has_trackers && swarm_settings.peers {
+            let info = TorrentInfo {
+                info_hash: meta.info_hash,
+                piece_len: meta.piece_length,
+                total_len: meta.total_length,
+                hashes: Arc::new(meta.piece_hashes.clone()),
+            };
+            let s = crate::swarm::Settings {
+                max_peers: swarm_settings.max_peers as usize,
+            };
+            Some(Swarm::shared(info, tiers, &s)?)
+        } else {
+            None
+        };
+        let seed_count = seeds.len();
         let files = meta
             .visible_files()
             .map(|f| FileEntry {
@@ -117,7 +214,7 @@ impl TorrentProvider {
             .collect();
         let layout = Layout::new(meta.total_length, meta.piece_length, files)?;
         let meta = Arc::new(meta);
-        let sources = seeds
+        let mut sources: Vec<Arc<dyn PieceSource>> = seeds
             .into_iter()
             .map(|(url, send_cred)| {
                 Arc::new(WebSeed {
@@ -130,11 +227,27 @@ impl TorrentProvider {
                 }) as Arc<dyn PieceSource>
             })
             .collect();
+        if let Some(swarm) = &swarm {
+            sources.push(Arc::new(SwarmSource {
+                swarm: Arc::clone(swarm),
+                patience: if seed_count == 0 {
+                    PEER_ONLY_WAIT
+                } else {
+                    PEER_TRY
+                },
+            }));
+        }
         Ok(TorrentProvider {
             layout,
             meta,
             sources: SourceSet::new(sources),
+            swarm,
         })
+    }
+
+    /// The swarm's counters, when peers are on for this torrent.
+    pub fn swarm_stats(&self) -> Option<crate::swarm::SwarmStats> {
+        self.swarm.as_ref().map(|s| s.stats())
     }
 }
 

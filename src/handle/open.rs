@@ -106,7 +106,18 @@ impl Dataset {
         let mtime = meta
             .creation_date
             .map(|s| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s));
-        let provider = TorrentProvider::new(meta, origin, Arc::clone(rt.http()), cred, cred_host)?;
+        // Swarm (issue 11): trackers from the raw metainfo, peers per GTIO_PEERS.
+        let tiers = crate::swarm::tracker::tiers_from_metainfo(bytes);
+        let swarm = crate::config::SwarmSettings::from_env();
+        let provider = TorrentProvider::with_swarm(
+            meta,
+            origin,
+            Arc::clone(rt.http()),
+            cred,
+            cred_host,
+            &tiers,
+            &swarm,
+        )?;
         rt.engine()
             .check_fits(crate::engine::PieceProvider::layout(&provider))?;
         let mut ds = Dataset::new(rt, Arc::new(provider), SourceKind::Webseed);

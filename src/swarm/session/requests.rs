@@ -1,0 +1,297 @@
+//! Messages from peers, and the requests we send them: blocks assembled
+//! into pieces, pipelines filled from the oldest wanted pieces, endgame.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use mio::Token;
+
+use super::{Loop, ENDGAME_PIECES};
+use crate::swarm::peer::{State, REJECT_BACKOFF};
+use crate::swarm::pieces::{BlockState, Delivery};
+use crate::swarm::wire::{self, BlockRef, Message, BLOCK};
+
+impl Loop {
+    pub(super) fn message(
+        &mut self,
+        tok: Token,
+        m: Message<'_>,
+    ) -> std::result::Result<(), String> {
+        let Some(p) = self.peers.get_mut(&tok) else {
+            return Ok(());
+        };
+        let torrent = p.torrent;
+        let Some(t) = self.torrents.get_mut(&torrent) else {
+            return Ok(());
+        };
+        let pieces = t.spec.decoder.pieces();
+        match m {
+            Message::KeepAlive | Message::Interested | Message::NotInterested => {}
+            Message::Cancel(_) | Message::Port(_) | Message::Suggest(_) | Message::Unknown(_) => {}
+            Message::Choke => {
+                if !p.choking_us {
+                    p.choking_us = true;
+                    t.spec.shared.peers_unchoked.fetch_sub(1, Ordering::Relaxed);
+                }
+                if !p.fast {
+                    // BEP 3: a choke drops every pending request.
+                    let owed: Vec<BlockRef> = p.outstanding.drain(..).map(|(b, _)| b).collect();
+                    p.waiting_since = None;
+                    for b in owed {
+                        t.jobs.release(tok, &b);
+                    }
+                    self.dirty.insert(torrent);
+                }
+            }
+            Message::Unchoke => {
+                if p.choking_us {
+                    p.choking_us = false;
+                    p.unchoked_ever = true;
+                    p.rejected.clear();
+                    t.spec.shared.peers_unchoked.fetch_add(1, Ordering::Relaxed);
+                }
+                self.dirty.insert(torrent);
+            }
+            Message::Have(i) => {
+                p.set_have(i, pieces);
+                self.dirty.insert(torrent);
+            }
+            Message::Bitfield(b) => {
+                p.set_bitfield(b);
+                self.dirty.insert(torrent);
+            }
+            Message::HaveAll | Message::HaveNone => {
+                if !p.fast {
+                    return Err("fast-extension message without the fast extension".into());
+                }
+                p.set_have_all(m == Message::HaveAll);
+                self.dirty.insert(torrent);
+            }
+            Message::AllowedFast(i) => {
+                if !p.allowed_fast.contains(&i) && p.allowed_fast.len() < 64 {
+                    p.allowed_fast.push(i);
+                }
+                self.dirty.insert(torrent);
+            }
+            Message::Request(b) => {
+                // We never unchoke anyone: refuse when we can say so.
+                if p.fast {
+                    p.queue(&Message::Reject(b));
+                }
+            }
+            Message::Reject(b) => {
+                if p.take_outstanding(&b) {
+                    let now = Instant::now();
+                    p.rejected
+                        .retain(|(_, at)| now.saturating_duration_since(*at) < REJECT_BACKOFF);
+                    if p.rejected.len() < 4096 {
+                        p.rejected.push((b, now));
+                    }
+                    t.jobs.release(tok, &b);
+                    self.dirty.insert(torrent);
+                }
+            }
+            Message::Extended { id: 0, payload } => {
+                // A peer whose handshake we cannot read keeps its defaults.
+                if let Ok(h) = wire::decode_ext_handshake(payload) {
+                    if let Some(q) = h.reqq {
+                        p.reqq = q.max(1);
+                    }
+                    p.client = h.client;
+                }
+                self.dirty.insert(torrent);
+            }
+            Message::Extended { .. } => {}
+            Message::Piece { piece, begin, data } => {
+                self.block(tok, piece, begin, data);
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn block(&mut self, tok: Token, piece: u32, begin: u32, data: &[u8]) {
+        let Some(p) = self.peers.get_mut(&tok) else {
+            return;
+        };
+        let torrent = p.torrent;
+        let Some(t) = self.torrents.get_mut(&torrent) else {
+            return;
+        };
+        let shared = &t.spec.shared;
+        let r = BlockRef {
+            piece,
+            begin,
+            len: data.len() as u32,
+        };
+        if !p.take_outstanding(&r) {
+            // Not asked of this peer (or cancelled): drop it.
+            shared
+                .bytes_redundant
+                .fetch_add(r.len.into(), Ordering::Relaxed);
+            return;
+        }
+        p.snubbed = false;
+        if !p.outstanding.is_empty() {
+            p.waiting_since = Some(Instant::now());
+        }
+        let addr = p.addr;
+        self.dirty.insert(torrent);
+        let Some(j) = t.jobs.by_piece.get_mut(&piece) else {
+            shared
+                .bytes_redundant
+                .fetch_add(r.len.into(), Ordering::Relaxed);
+            return;
+        };
+        let i = (begin / BLOCK) as usize;
+        if begin % BLOCK != 0 || i >= j.blocks.len() || j.block_ref(piece, i) != r {
+            shared
+                .bytes_redundant
+                .fetch_add(r.len.into(), Ordering::Relaxed);
+            return;
+        }
+        if j.blocks[i].state == BlockState::Have {
+            shared
+                .bytes_redundant
+                .fetch_add(r.len.into(), Ordering::Relaxed);
+            return;
+        }
+        j.buf[begin as usize..begin as usize + data.len()].copy_from_slice(data);
+        shared.bytes_peer.fetch_add(r.len.into(), Ordering::Relaxed);
+        let blk = &mut j.blocks[i];
+        blk.state = BlockState::Have;
+        blk.from = Some(addr);
+        let others: Vec<Token> = blk.reqs.drain(..).filter(|o| *o != tok).collect();
+        j.have += 1;
+        let done = j.have == j.blocks.len();
+        for o in others {
+            if let Some(op) = self.peers.get_mut(&o) {
+                if op.take_outstanding(&r) {
+                    op.queue(&Message::Cancel(r));
+                }
+            }
+        }
+        if done {
+            let Some(j) = t.jobs.remove(piece) else {
+                return;
+            };
+            let mut from: Vec<SocketAddr> = j.blocks.iter().filter_map(|b| b.from).collect();
+            from.sort();
+            from.dedup();
+            let data = Arc::new(j.buf);
+            for (_, w) in j.waiters {
+                let _ = w.send(Delivery {
+                    piece,
+                    data: Arc::clone(&data),
+                    from: from.clone(),
+                });
+            }
+        }
+    }
+
+    pub(super) fn fill_torrent(&mut self, torrent: u64) {
+        let Some(t) = self.torrents.get(&torrent) else {
+            return;
+        };
+        let toks: Vec<Token> = t.peers.iter().copied().collect();
+        for tok in toks {
+            self.fill(tok);
+            self.flush(tok);
+        }
+    }
+
+    /// Give peer `tok` requests up to its pipeline depth.
+    pub(super) fn fill(&mut self, tok: Token) {
+        let Some(p) = self.peers.get_mut(&tok) else {
+            return;
+        };
+        let Some(t) = self.torrents.get_mut(&p.torrent) else {
+            return;
+        };
+        if p.state != State::Active || p.snubbed {
+            return;
+        }
+        if p.choking_us && p.allowed_fast.is_empty() {
+            return;
+        }
+        let cap = p.pipeline();
+        if p.outstanding.len() >= cap {
+            return;
+        }
+        let now = Instant::now();
+        let mut closed = Vec::new();
+        // Bounded scan: a peer that has few of the open pieces must not make
+        // every call walk thousands of them.
+        for &(seq, piece) in t.jobs.open.iter().take(256) {
+            if p.outstanding.len() >= cap {
+                break;
+            }
+            let Some(j) = t.jobs.by_piece.get_mut(&piece) else {
+                closed.push((seq, piece));
+                continue;
+            };
+            if !p.may_request(piece) || (j.exclusive && j.owner.is_some_and(|o| o != tok)) {
+                continue;
+            }
+            if j.exclusive {
+                j.owner = Some(tok);
+            }
+            for i in 0..j.blocks.len() {
+                if p.outstanding.len() >= cap {
+                    break;
+                }
+                let r = j.block_ref(piece, i);
+                let b = &mut j.blocks[i];
+                if b.state != BlockState::Missing || p.recently_rejected(&r, now) {
+                    continue;
+                }
+                b.state = BlockState::Requested;
+                b.reqs.push(tok);
+                j.first_request.get_or_insert(now);
+                p.outstanding.push((r, now));
+                p.waiting_since.get_or_insert(now);
+                p.queue(&Message::Request(r));
+            }
+            if !j.missing() {
+                closed.push((seq, piece));
+            }
+        }
+        for c in closed {
+            t.jobs.open.remove(&c);
+        }
+        if !t.jobs.open.is_empty() || p.outstanding.len() >= cap {
+            return;
+        }
+        // Endgame: nothing is missing; ask this peer too for the blocks of
+        // the oldest pieces that another peer alone owes.
+        let oldest: Vec<u32> = t
+            .jobs
+            .order
+            .values()
+            .take(ENDGAME_PIECES)
+            .copied()
+            .collect();
+        for piece in oldest {
+            let Some(j) = t.jobs.by_piece.get_mut(&piece) else {
+                continue;
+            };
+            if j.exclusive || !p.may_request(piece) {
+                continue;
+            }
+            for i in 0..j.blocks.len() {
+                if p.outstanding.len() >= cap {
+                    return;
+                }
+                let r = j.block_ref(piece, i);
+                let b = &mut j.blocks[i];
+                if b.state == BlockState::Requested && b.reqs.len() == 1 && b.reqs[0] != tok {
+                    b.reqs.push(tok);
+                    p.outstanding.push((r, now));
+                    p.waiting_since.get_or_insert(now);
+                    p.queue(&Message::Request(r));
+                }
+            }
+        }
+    }
+}
