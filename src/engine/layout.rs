@@ -25,7 +25,9 @@ pub struct FileEntry {
 pub struct Layout {
     size: u64,
     piece_len: u64,
-    files: Vec<FileEntry>,
+    /// Shared: sources keep a copy of the layout, and a torrent may list
+    /// millions of files (memory_metainfo).
+    files: std::sync::Arc<[FileEntry]>,
 }
 
 /// The part of one piece that a read needs.
@@ -61,7 +63,7 @@ impl Layout {
         Ok(Layout {
             size,
             piece_len,
-            files,
+            files: files.into(),
         })
     }
 
