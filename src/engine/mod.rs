@@ -161,6 +161,12 @@ impl Waiter {
         }
     }
 
+    /// Drop without failing the read: the caller takes the request back
+    /// (nothing was queued).
+    fn disarm(mut self) {
+        self.delivered = true;
+    }
+
     fn deliver(mut self, result: &Result<Piece, Error>) {
         self.delivered = true;
         match result {
@@ -370,6 +376,15 @@ impl Engine {
         wants: Vec<(u32, Waiter)>,
         urgent: bool,
     ) -> Result<(), Error> {
+        // Refused before anything is queued: the waiters are handed back
+        // undelivered, so an asynchronous read refused here gets no
+        // completion (its submission fails instead).
+        if let Err(e) = self.admit(provider) {
+            for (_, w) in wants {
+                w.disarm();
+            }
+            return Err(e);
+        }
         let wants = wants
             .into_iter()
             .map(|(piece, waiter)| FlightWaiter {
@@ -485,6 +500,13 @@ impl Engine {
         }
         self.enqueue_runs(provider, stats, &missing, false, readahead);
         true
+    }
+
+    fn admit(&self, provider: &Arc<dyn PieceProvider>) -> Result<(), Error> {
+        if self.is_shut_down() {
+            return Err(shut_down_error());
+        }
+        self.check_piece_size(provider)
     }
 
     /// Refuse a dataset whose pieces could not be cached: a piece buffer is

@@ -435,6 +435,10 @@ fn pieces_larger_than_half_the_cache_are_refused_not_allocated() {
         .unwrap_err();
     assert_eq!(e.errno(), libc::EFBIG, "{e}");
     assert!(e.to_string().contains("cache_bytes"), "{e}");
+    // Refused: the read was not finished behind the caller's back (an
+    // async read would have posted a completion for a submission that
+    // failed); the caller takes it back.
+    assert!(req.cancel(), "the refused read was left to its caller");
     assert_eq!(req.wait().unwrap_err().errno(), libc::ECANCELED);
     assert!(!engine.prefetch(&p, &st(), 0..4096, false));
     std::thread::sleep(Duration::from_millis(50));

@@ -289,22 +289,31 @@ impl Dataset {
             }
             pending.insert(user_data, Arc::clone(&req));
         }
-        let wants = slices
-            .into_iter()
-            .map(|slice| (slice.piece, Waiter::new(Arc::clone(&req), slice)))
-            .collect();
-        if let Err(e) = self
-            .runtime
-            .engine()
-            .request(&self.reads, &self.stats, wants, !background)
-        {
-            // Nothing was queued: take the request back silently.
-            self.pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&user_data);
-            ring.unreserve();
-            return Err(e);
+        // Hits are looked up here, outside the engine's in-flight lock, and
+        // copied once the misses are queued (so a failure queues nothing).
+        let engine = self.runtime.engine();
+        let mut hits = Vec::new();
+        let mut wants = Vec::new();
+        for slice in slices {
+            match engine.cached(&self.reads.key(slice.piece)) {
+                Some(piece) => hits.push((slice, piece)),
+                None => wants.push((slice.piece, Waiter::new(Arc::clone(&req), slice))),
+            }
+        }
+        if !wants.is_empty() {
+            if let Err(e) = engine.request(&self.reads, &self.stats, wants, !background) {
+                // Nothing was queued: take the request back silently.
+                self.pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&user_data);
+                ring.unreserve();
+                return Err(e);
+            }
+        }
+        self.stats.lookups(hits.len() as u64, 0);
+        for (slice, piece) in hits {
+            req.fill(&slice, &piece);
         }
         if !background {
             self.read_ahead(&range);
