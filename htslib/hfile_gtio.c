@@ -252,7 +252,8 @@ static size_t read_capacity(void)
 }
 
 /* Find `member` in the dataset: its window, or ENOENT. */
-static int find_member(struct dataset *d, const char *member, uint64_t *start, uint64_t *size)
+static int find_member_exact(struct dataset *d, const char *member, uint64_t *start,
+                             uint64_t *size)
 {
     GTIO_FileInfo *fi = NULL;
     GTIO_Error err;
@@ -278,6 +279,50 @@ static int find_member(struct dataset *d, const char *member, uint64_t *start, u
         return -1;
     }
     return 0;
+}
+
+static int hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* A URL fragment arrives percent-encoded ("dir/a%20b.bam"). The name as
+ * given is tried first (a file may be called "a%20b.bam"), then its
+ * decoding; "%00" and a '%' without two hex digits are never decoded. */
+static int find_member(struct dataset *d, const char *member, uint64_t *start, uint64_t *size)
+{
+    if (find_member_exact(d, member, start, size) == 0)
+        return 0;
+    if (errno != ENOENT || !strchr(member, '%'))
+        return -1;
+    char *decoded = strdup(member);
+    if (!decoded) {
+        errno = ENOMEM;
+        return -1;
+    }
+    char *out = decoded;
+    for (const char *in = member; *in; in++) {
+        int hi, lo;
+        if (in[0] == '%' && (hi = hex_digit(in[1])) >= 0 && (lo = hex_digit(in[2])) >= 0 &&
+            (hi | lo) != 0) {
+            *out++ = (char)(hi * 16 + lo);
+            in += 2;
+        } else {
+            *out++ = *in;
+        }
+    }
+    *out = '\0';
+    int rc = find_member_exact(d, decoded, start, size);
+    int e = errno;
+    free(decoded);
+    errno = e;
+    return rc;
 }
 
 /* htslib puts the index suffix before a URL's '#fragment': the index of
@@ -385,23 +430,13 @@ static int gtio_isremote(const char *filename)
     return 1;
 }
 
-/* Settings from the environment, since htslib passes none. */
+/* Settings come from the environment, since htslib passes none: the
+ * library reads every GTIO_* variable itself when it starts (and
+ * gtio_config_default reports them), so the plugin only starts it. */
 static void lib_init_from_env(void)
 {
     GTIO_Config cfg;
     gtio_config_default(&cfg);
-    const char *s = getenv("GTIO_CACHE_BYTES");
-    if (s && *s)
-        cfg.cache_bytes = strtoull(s, NULL, 10);
-    s = getenv("GTIO_READAHEAD_BYTES");
-    if (s && *s)
-        cfg.readahead_max_bytes = strtoull(s, NULL, 10);
-    s = getenv("GTIO_TIMEOUT_MS");
-    if (s && *s)
-        cfg.timeout_ms = (uint32_t)strtoul(s, NULL, 10);
-    s = getenv("GTIO_CA_BUNDLE");
-    if (s && *s)
-        cfg.ca_bundle = s;
     /* EBUSY (already running in this process, e.g. the host also uses gtio)
      * is fine: its settings stay. */
     gtio_lib_init(&cfg, NULL);

@@ -163,6 +163,10 @@ fn samtools_bcftools_tabix_through_gtio() {
     let vcf_s = vcf_gz.to_str().unwrap();
     must("tabix", &["-p", "vcf", vcf_s], &plugins);
 
+    // A member whose name needs percent-encoding in a URL fragment.
+    std::fs::copy(&bam, set.join("b c.bam")).unwrap();
+    std::fs::copy(set.join("a.bam.bai"), set.join("b c.bam.bai")).unwrap();
+
     let ngx = Nginx::start(&root);
     let torrent = root.join("set.torrent");
     let out = Command::new("mktorrent")
@@ -237,6 +241,12 @@ fn samtools_bcftools_tabix_through_gtio() {
         let got = must_env("tabix", &[&rvcf, "chr1:100000-101000"], &plugins, env);
         assert!(got == local, "{form}: tabix differs");
     }
+
+    // A percent-encoded member (and its index, found the same way).
+    let local = must("samtools", &["view", bam_s, "chr1:1000-2000"], &plugins);
+    let encoded = format!("gtio+{}#dir/b%20c.bam", ngx.url("set.torrent"));
+    let got = must("samtools", &["view", &encoded, "chr1:1000-2000"], &plugins);
+    assert!(got == local, "percent-encoded member differs");
 
     // A member that is not in the torrent, or an object that is not served:
     // ENOENT, reported by samtools as such.
