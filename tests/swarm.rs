@@ -881,6 +881,21 @@ fn c_abi_open_read_close_a_tracker_only_torrent() {
         at += n as usize;
     }
     assert!(buf == data, "bytes differ");
+    // The statistics see the peer that served it: this dataset's one, and
+    // at least that one process-wide (other tests here run swarms too).
+    for (handle, exact) in [(h, true), (std::ptr::null_mut(), false)] {
+        let mut json = vec![0u8; 1 << 16];
+        let n = gtio::ffi::gtio_stats_json(handle, json.as_mut_ptr().cast(), json.len(), &mut err);
+        assert!(n > 0, "gtio_stats_json: errno {}", err.code);
+        let json = String::from_utf8_lossy(&json[..n as usize]).to_string();
+        let peers: u64 = json
+            .split("\"peers_connected\":")
+            .nth(1)
+            .and_then(|r| r.split([',', '}']).next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no peers_connected in {json}"));
+        assert!(if exact { peers == 1 } else { peers >= 1 }, "{json}");
+    }
     assert_eq!(gtio_close(h, &mut err), 0);
     ot.wait_for(&m.info_hash, (1, 0), Duration::from_secs(5));
 }

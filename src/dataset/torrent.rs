@@ -385,6 +385,12 @@ impl PieceProvider for TorrentProvider {
         &self.layout
     }
 
+    fn peers_connected(&self) -> u64 {
+        self.swarm
+            .as_ref()
+            .map_or(0, |s| s.stats().peers_connected as u64)
+    }
+
     fn key(&self, piece: u32) -> PieceKey {
         match self.meta.piece_hashes.get(piece as usize) {
             Some(h) => PieceKey::Sha1(*h),

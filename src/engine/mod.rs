@@ -72,6 +72,11 @@ pub trait PieceProvider: Send + Sync {
     fn keys_persist(&self) -> bool {
         true
     }
+    /// Peer connections serving this dataset now (its swarm's), for the
+    /// statistics' `peers_connected`.
+    fn peers_connected(&self) -> u64 {
+        0
+    }
     /// Bytes of pieces that failed verification since the last call (the
     /// statistics' `bytes_hash_failed`).
     fn take_hash_failed_bytes(&self) -> u64 {

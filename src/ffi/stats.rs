@@ -38,7 +38,8 @@ pub extern "C" fn gtio_stats_json(
         }
         let json = if gtio.is_null() {
             let rt = runtime::get()?;
-            let gauges = rt.engine().gauges(None);
+            let mut gauges = rt.engine().gauges(None);
+            gauges.peers_connected = crate::swarm::peers_connected_all();
             stats::to_json(&stats::process_wide(), &gauges)
         } else {
             registry::dataset(gtio)?.stats_json()

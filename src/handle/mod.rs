@@ -386,7 +386,8 @@ impl Dataset {
 
     /// This dataset's statistics as `gtio_stats_json` gives them.
     pub fn stats_json(&self) -> String {
-        let gauges = self.runtime.engine().gauges(Some(&self.stats));
+        let mut gauges = self.runtime.engine().gauges(Some(&self.stats));
+        gauges.peers_connected = self.provider.peers_connected();
         stats::to_json(&self.stats.snapshot(), &gauges)
     }
 

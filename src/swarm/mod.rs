@@ -119,6 +119,18 @@ pub struct Swarm {
 static SWARMS: crate::fork_safe::ForkSafe<Mutex<HashMap<[u8; 20], std::sync::Weak<Swarm>>>> =
     crate::fork_safe::ForkSafe::new(|| Mutex::new(HashMap::new()));
 
+/// Peer connections of every swarm of this process (`gtio_stats_json`).
+pub fn peers_connected_all() -> u64 {
+    let live: Vec<Arc<Swarm>> = SWARMS
+        .get()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .filter_map(std::sync::Weak::upgrade)
+        .collect();
+    live.iter().map(|s| s.stats().peers_connected as u64).sum()
+}
+
 impl Swarm {
     /// The process's swarm of `info`, joined by the first caller and left
     /// (`stopped`) when the last `Arc` drops.
