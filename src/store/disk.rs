@@ -166,10 +166,18 @@ impl DiskStore {
 
     /// The verified piece, or `None` (absent, or bad and now deleted).
     pub fn load(&self, key: &StoreKey) -> Option<Vec<u8>> {
+        self.load_counting(key, true)
+    }
+
+    /// `load`; an absent piece counts as a miss only with `count_absent`
+    /// (claim and wait look more than once).
+    fn load_counting(&self, key: &StoreKey, count_absent: bool) -> Option<Vec<u8>> {
         let name = key.name();
         let path = self.piece_path(&name);
         let Ok(mut file) = File::open(&path) else {
-            self.counters.misses.fetch_add(1, Ordering::Relaxed);
+            if count_absent {
+                self.counters.misses.fetch_add(1, Ordering::Relaxed);
+            }
             return None;
         };
         match read_verified(&mut file, key) {
@@ -429,12 +437,8 @@ impl DiskStore {
         }
     }
 
-    /// `load` without counting a miss (claim and wait look more than once).
     fn load_quiet(&self, key: &StoreKey) -> Option<Vec<u8>> {
-        if !self.contains(key) {
-            return None;
-        }
-        self.load(key)
+        self.load_counting(key, false)
     }
 
     pub fn stats(&self) -> StoreStats {

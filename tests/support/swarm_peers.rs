@@ -410,6 +410,7 @@ impl Aria2Seed {
                 "--console-log-level=error",
             ])
             .arg(format!("--listen-port={port}"))
+            .arg("--interface=127.0.0.1")
             .arg(format!("--dir={}", data_dir.display()))
             .arg(torrent)
             .stdout(Stdio::null())

@@ -24,7 +24,7 @@ use rustls::pki_types::ServerName;
 
 pub use super::pace::Pace;
 use super::pace::MIN_WAIT;
-use super::wire::{self, Head, WireError, MAX_HEAD_BYTES};
+use super::wire::{self, head_end, Head, WireError, MAX_HEAD_BYTES};
 
 /// Why a connection could not do what was asked. `response.rs` and `mod.rs`
 /// turn these into errno, retry advice and a message that says it once.
@@ -370,23 +370,6 @@ fn tls_idle(s: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>) ->
 fn close_enough(cur: Option<Duration>, budget: Duration) -> bool {
     let slack = (budget / 64).max(Duration::from_millis(5));
     cur.is_some_and(|cur| cur.abs_diff(budget) <= slack)
-}
-
-/// The blank line that ends a head, LF LF or CRLF CRLF.
-fn head_end(b: &[u8]) -> Option<usize> {
-    let mut i = 0;
-    while let Some(p) = b[i..].iter().position(|&c| c == b'\n') {
-        let nl = i + p;
-        let rest = &b[nl + 1..];
-        if rest.starts_with(b"\n") {
-            return Some(nl + 2);
-        }
-        if rest.starts_with(b"\r\n") {
-            return Some(nl + 3);
-        }
-        i = nl + 1;
-    }
-    None
 }
 
 /// Offer the bytes available without consuming them to `take`, which

@@ -153,7 +153,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, WireError> {
 }
 
 /// Index just past the blank line ending the head (CRLF CRLF or LF LF).
-fn head_end(buf: &[u8]) -> Option<usize> {
+pub(crate) fn head_end(buf: &[u8]) -> Option<usize> {
     let mut i = 0;
     while let Some(p) = buf[i..].iter().position(|&b| b == b'\n') {
         let nl = i + p;
