@@ -14,9 +14,13 @@
 //! - `readahead_max_bytes` 32 MiB per handle, and never more than a quarter of
 //!   the cache, so a handle cannot evict what another handle is reading
 //!   (mountpoint-s3's prefetch memory failures, #502/#987).
-//! - `workers` 16, `max_conns_per_host` 8: downloads are I/O bound, and aria2
-//!   runs up to 16 connections per server; 8 keeps one origin from being
-//!   flooded while leaving idle workers for demand reads to another host.
+//! - `workers` 24, `max_conns_per_host` 16: downloads are I/O bound; 16
+//!   connections per host is aria2's maximum split (`-x16`) and what
+//!   `curl --parallel 16` opens, so 16 reads in flight to one origin each
+//!   get a connection of their own (with 8, a QD16 reader ran at half of
+//!   curl's rate: every other read waited a whole request for a permit).
+//!   The 8 workers beyond the cap stay free for demand reads to another
+//!   host while one origin has all of its 16.
 //! - `retries` 4 and `timeout_ms` 20 s: libtorrent's web seed timeout; four
 //!   retries ride out a restart without hiding a dead origin for minutes.
 
@@ -49,8 +53,8 @@ impl Default for Config {
         Config {
             cache_bytes: 128 << 20,
             block_size: 64 << 10,
-            workers: 16,
-            max_conns_per_host: 8,
+            workers: 24,
+            max_conns_per_host: 16,
             readahead_max_bytes: 32 << 20,
             retries: 4,
             timeout_ms: 20_000,
