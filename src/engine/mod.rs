@@ -72,6 +72,14 @@ pub trait PieceProvider: Send + Sync {
     fn keys_persist(&self) -> bool {
         true
     }
+    /// Read `range` of the stream into `dest` (its length) without going
+    /// through pieces: a cold isolated read smaller than a piece
+    /// (`docs/http.md`, "Right-sized requests"). `None`: this provider
+    /// only fetches whole pieces. Nothing is cached or retried here; on
+    /// `Err` the caller falls back to the piece path.
+    fn read_direct(&self, _range: Range<u64>, _dest: &mut [u8]) -> Option<Result<(), Fault>> {
+        None
+    }
     /// Peer connections serving this dataset now (its swarm's), for the
     /// statistics' `peers_connected`.
     fn peers_connected(&self) -> u64 {

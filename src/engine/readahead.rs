@@ -43,12 +43,16 @@ impl Readahead {
 
     /// Record a read of `range`; returns the stream range to prefetch, if any.
     pub fn on_read(&mut self, range: &Range<u64>) -> Option<Range<u64>> {
-        if self.max == 0 || range.is_empty() {
+        if range.is_empty() {
             return None;
         }
-        let sequential = self.next.is_some_and(|next| {
-            range.start <= next.saturating_add(TOLERANCE) && range.start + TOLERANCE >= next
-        });
+        if self.max == 0 {
+            // No prefetch, but still tracked: [`is_sequential`] decides
+            // whether a read is worth a whole block.
+            self.next = Some(range.end);
+            return None;
+        }
+        let sequential = self.is_sequential(range);
         if !sequential {
             self.next = Some(range.end);
             self.window = 0;
@@ -67,6 +71,14 @@ impl Readahead {
         self.issued_to = to;
         self.window = self.window.saturating_mul(2).min(self.max);
         (from < to).then_some(from..to)
+    }
+
+    /// Whether a read of `range` would continue this reader's stream (a
+    /// read near where the previous one ended), without recording it.
+    pub fn is_sequential(&self, range: &Range<u64>) -> bool {
+        self.next.is_some_and(|next| {
+            range.start <= next.saturating_add(TOLERANCE) && range.start + TOLERANCE >= next
+        })
     }
 
     /// The engine could not take the last prefetch (budget exhausted): forget
@@ -129,6 +141,17 @@ mod tests {
         assert!(ra.window > 0);
         ra.on_read(&(500 << 20..(500 << 20) + 4096));
         assert_eq!(ra.window, 0);
+    }
+
+    #[test]
+    fn sequential_is_known_before_the_read() {
+        for max in [0, 8 << 20] {
+            let mut ra = Readahead::new(max);
+            assert!(!ra.is_sequential(&(0..4096)), "a first read is not");
+            ra.on_read(&(0..4096));
+            assert!(ra.is_sequential(&(4096..8192)));
+            assert!(!ra.is_sequential(&(900 << 20..(900 << 20) + 4096)));
+        }
     }
 
     #[test]

@@ -23,6 +23,7 @@ use crate::engine::{PieceProvider, Waiter};
 use crate::runtime::Runtime;
 use crate::{Error, Result};
 
+mod direct;
 mod open;
 mod reader;
 
@@ -49,6 +50,8 @@ pub struct Dataset {
     /// The window of positional reads (`pread`, `pread_async`), which have
     /// no reader of their own.
     readahead: Mutex<Readahead>,
+    /// Blocks read by right-sized requests once (`direct`).
+    direct_seen: Mutex<direct::DirectSeen>,
     pending: PendingTable,
     /// This dataset's counters (`gtio_stats_json`).
     stats: Arc<StatSet>,
@@ -92,6 +95,7 @@ impl Dataset {
                 readahead: readahead.clone(),
             }),
             readahead: Mutex::new(readahead),
+            direct_seen: Mutex::default(),
             pending: Arc::new(Mutex::new(HashMap::new())),
             stats: StatSet::new(kind),
             closed: AtomicBool::new(false),
@@ -189,8 +193,11 @@ impl Dataset {
             self.advance(window, &range);
             return Ok(len);
         }
-        self.stats.lookups(hits, 0);
         let started = *started.get_or_insert_with(Instant::now);
+        if let Some(done) = self.try_direct(buf, &range, &misses, hits, window, started) {
+            return done;
+        }
+        self.stats.lookups(hits, 0);
         // SAFETY: `buf` is borrowed for this whole call, and the call
         // returns only once `req` is finished (waited for, or cancelled),
         // after which no worker writes through the target.

@@ -1,0 +1,146 @@
+//! Right-sized requests (`docs/http.md`): what the origin sees for cold
+//! random reads, repeated reads and sequential reads. Every read's bytes are
+//! checked; the origin records each request's `Range`.
+
+#[path = "support/faulty_origin.rs"]
+mod faulty_origin;
+#[path = "support/nginx.rs"]
+mod nginx;
+
+use std::sync::Once;
+
+use faulty_origin::{Fault, FaultyOrigin};
+use gtio::{Config, Dataset};
+
+const BLOCK: usize = 64 << 10;
+const SIZE: usize = 8 << 20;
+
+fn init() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        gtio::runtime::init(Config {
+            block_size: BLOCK as u32,
+            timeout_ms: 2000,
+            ..Config::default()
+        })
+        .expect("runtime starts");
+    });
+}
+
+fn origin(seed: u64) -> (FaultyOrigin, Vec<u8>) {
+    let data = nginx::test_data(SIZE, seed);
+    let o = FaultyOrigin::single(data.clone());
+    (o, data)
+}
+
+/// The byte ranges of the range requests seen so far, in order.
+fn ranges(o: &FaultyOrigin) -> Vec<(usize, usize)> {
+    o.requests()
+        .iter()
+        .filter_map(|r| {
+            let v = r.header("range")?.strip_prefix("bytes=")?;
+            let (a, b) = v.split_once('-')?;
+            Some((a.parse().ok()?, b.parse().ok()?))
+        })
+        .collect()
+}
+
+fn check(ds: &Dataset, data: &[u8], off: usize, len: usize) {
+    let mut buf = vec![0u8; len];
+    assert_eq!(ds.pread(&mut buf, off as u64).unwrap(), len);
+    assert!(buf == data[off..off + len], "bytes at {off}+{len}");
+}
+
+#[test]
+fn a_cold_random_read_fetches_its_pages_not_a_block() {
+    init();
+    let (o, data) = origin(1);
+    let ds = Dataset::open(&o.url("/obj"), None).unwrap();
+    // Far apart, so none continues the previous one.
+    let offsets = [3 << 20, 17, 6 << 20, (1 << 20) + 5000, 7_777_777];
+    for &off in &offsets {
+        check(&ds, &data, off, 3000);
+    }
+    let got = ranges(&o);
+    let want: Vec<(usize, usize)> = offsets
+        .iter()
+        .map(|&off| {
+            let a = off / 4096 * 4096;
+            let b = (off + 3000).div_ceil(4096) * 4096;
+            (a, b - 1)
+        })
+        .collect();
+    assert_eq!(got, want, "one page-aligned request per cold read");
+    let st = ds.stats();
+    assert_eq!(st.requests, offsets.len() as u64);
+    assert!(
+        st.fetched_total() <= 2 * 4096 * offsets.len() as u64,
+        "{} bytes fetched for {} reads of 3000",
+        st.fetched_total(),
+        offsets.len()
+    );
+}
+
+#[test]
+fn a_block_read_twice_is_fetched_whole_then_cached() {
+    init();
+    let (o, data) = origin(2);
+    let ds = Dataset::open(&o.url("/obj"), None).unwrap();
+    let off = 5 * BLOCK + 100;
+    check(&ds, &data, off, 4096);
+    // Elsewhere, so that coming back is not a continuation.
+    check(&ds, &data, 100 * BLOCK, 4096);
+    check(&ds, &data, off + 8192, 4096);
+    let block5 = (5 * BLOCK, 6 * BLOCK - 1);
+    let got = ranges(&o);
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert_eq!(
+        got[2], block5,
+        "the second cold read of a block fetches the whole block"
+    );
+    let touches = |o: &FaultyOrigin| {
+        ranges(o)
+            .iter()
+            .filter(|(a, b)| *a <= block5.1 && *b >= block5.0)
+            .count()
+    };
+    let before = touches(&o);
+    for k in 0..16 {
+        check(&ds, &data, 5 * BLOCK + k * 4096, 4096);
+    }
+    assert_eq!(touches(&o), before, "the block is served from the cache");
+}
+
+#[test]
+fn sequential_reads_grow_into_large_requests() {
+    init();
+    let (o, data) = origin(3);
+    let ds = Dataset::open(&o.url("/obj"), None).unwrap();
+    let mut all = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let n = ds.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        all.extend_from_slice(&buf[..n]);
+    }
+    assert!(all == data, "every byte right");
+    let got = ranges(&o);
+    // 8 MiB in 4 KiB reads: a handful of requests (readahead from 1 MiB,
+    // doubling), never one per read or per block.
+    assert!(got.len() <= 16, "{} requests: {got:?}", got.len());
+    let largest = got.iter().map(|(a, b)| b - a + 1).max().unwrap();
+    assert!(largest >= 1 << 20, "largest request {largest} bytes");
+}
+
+#[test]
+fn a_failed_direct_read_is_retried_and_right() {
+    init();
+    let (o, data) = origin(4);
+    o.only_ranged(true);
+    let ds = Dataset::open(&o.url("/obj"), None).unwrap();
+    o.script(vec![Fault::Status(503, None), Fault::TruncateBody]);
+    check(&ds, &data, 4 << 20, 4096);
+    check(&ds, &data, 2 << 20, 4096);
+}
