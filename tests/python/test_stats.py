@@ -30,17 +30,20 @@ def test_dataset_stats_count_its_reads(server, blob) -> None:
     before = gtio.stats()
     ds = gtio.open(server.url("blob.bin"))
     # The piece may be cached already (keys are stable, and other tests
-    # read this blob): the second read surely hits.
+    # read this blob): the second read surely hits. Reads of most of a
+    # block, which is cached whole (a cold read of a few pages is a
+    # right-sized request, not cached: docs/http.md).
     off = 2 * 1024 * 1024 + 4096
-    assert ds.pread(1000, off) == blob[off : off + 1000]
-    assert ds.pread(1000, off) == blob[off : off + 1000]
+    n = 40_000
+    assert ds.pread(n, off) == blob[off : off + n]
+    assert ds.pread(n, off) == blob[off : off + n]
     s = ds.stats()
     assert KEYS <= set(s), set(s) ^ KEYS
     assert s["cache_hits"] + s["cache_misses"] == 2, s
     assert s["cache_hits"] >= 1, s
-    assert s["bytes_delivered"] == 2000
+    assert s["bytes_delivered"] == 2 * n
     if s["cache_misses"]:
-        assert s["bytes_fetched"]["http"] >= 1000 and s["requests"] >= 1
+        assert s["bytes_fetched"]["http"] >= n and s["requests"] >= 1
     assert s["bytes_fetched"]["webseed"] == 0
     assert sum(s["read_us"].values()) == 2
     assert "+Inf" in s["read_us"]
@@ -49,7 +52,7 @@ def test_dataset_stats_count_its_reads(server, blob) -> None:
         ds.stats()
     # The process keeps what the closed dataset counted.
     after = gtio.stats()
-    assert after["bytes_delivered"] - before["bytes_delivered"] == 2000
+    assert after["bytes_delivered"] - before["bytes_delivered"] == 2 * n
     assert after["cache_hits"] - before["cache_hits"] >= 1
 
 
