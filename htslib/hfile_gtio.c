@@ -4,18 +4,19 @@
  * Schemes gtio+http, gtio+https, gtio+file. "gtio+https://host/a.bam" reads a
  * plain object; "gtio+https://host/set.torrent#dir/a.bam" reads one member of
  * a torrent, so htslib's appended ".bai"/".csi"/".tbi" names the index inside
- * the same torrent. See htslib/README.md and docs in ../DESIGN (The htslib
- * plugin).
+ * the same torrent. See htslib/README.md.
  *
  * htslib's plugin interface (hfile_internal.h) is not shipped by Debian's
  * libhts-dev: the few declarations below are written here from the
  * documented interface and checked against libhts3's exported symbols.
  *
- * Reads: each backend read is one bounded gtio_pread of at most the hFILE
- * buffer's capacity, clamped to the member's end (never an open-ended range).
- * The engine's piece cache serves re-reads after seeks. The reader state (a
- * member window + a position) is kept in struct gtio_reader so it can move to
- * the engine's per-reader API (issue 10) without touching the hFILE glue.
+ * Reads: each open hFILE owns one engine reader (GTIO_Reader) over the
+ * member's window, so it has its own readahead, bounded by the window's end
+ * (never an open-ended range), and readers of a BAM and its index never
+ * reset each other. A backend read is one gtio_reader_read of at most the
+ * hFILE buffer's capacity; a seek only moves the reader's offset, and what
+ * the engine already holds (an earlier read, readahead) is served from its
+ * cache.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -154,48 +155,46 @@ static void dataset_put(struct dataset *d)
 
 /* ---- the reader --------------------------------------------------------- */
 
-/* A window [start, start+size) of the dataset's stream and a position in it. */
+/* One engine reader (GTIO_Reader) per open hFILE, over the member's window
+ * (or the whole object): its own offset and its own readahead window, which
+ * never runs past the window's end. The reader keeps its dataset alive; the
+ * dataset reference is dropped after the reader is closed. */
 struct gtio_reader {
     struct dataset *ds;
-    uint64_t start;
-    uint64_t size;
-    uint64_t pos;
+    GTIO_Reader *rd;
 };
 
 static ssize_t reader_read(struct gtio_reader *r, void *buf, size_t n)
 {
-    if (r->pos >= r->size)
-        return 0;
-    uint64_t left = r->size - r->pos;
-    if (n > left)
-        n = (size_t)left; /* bounded: never past the member's end */
     GTIO_Error err;
     memset(&err, 0, sizeof err);
-    int64_t got = gtio_pread(r->ds->g, buf, n, r->start + r->pos, &err);
+    int64_t got = gtio_reader_read(r->rd, buf, n, &err);
     if (got < 0) {
         report("read", &err);
         errno = gtio_errno(&err);
         return -1;
     }
-    r->pos += (uint64_t)got;
     return (ssize_t)got;
 }
 
 static off_t reader_seek(struct gtio_reader *r, off_t off, int whence)
 {
-    int64_t base;
-    switch (whence) {
-    case SEEK_SET: base = 0; break;
-    case SEEK_CUR: base = (int64_t)r->pos; break;
-    case SEEK_END: base = (int64_t)r->size; break;
-    default: errno = EINVAL; return -1;
-    }
-    if ((off < 0 && base + off < 0) || (off > 0 && off > INT64_MAX - base)) {
-        errno = EINVAL;
+    GTIO_Error err;
+    memset(&err, 0, sizeof err);
+    /* Past the end is allowed (reads give 0); negative is EINVAL. Never
+     * blocks: the next read fetches (or finds cached) what it needs. */
+    int64_t at = gtio_reader_lseek(r->rd, (int64_t)off, whence, &err);
+    if (at < 0) {
+        errno = gtio_errno(&err);
         return -1;
     }
-    r->pos = (uint64_t)(base + off); /* past the end is allowed: reads give 0 */
-    return (off_t)r->pos;
+    return (off_t)at;
+}
+
+static void reader_close(struct gtio_reader *r)
+{
+    gtio_reader_close(r->rd, NULL);
+    dataset_put(r->ds);
 }
 
 /* ---- hFILE glue ---------------------------------------------------------- */
@@ -230,7 +229,7 @@ static int gtio_hflush(hFILE *fp)
 
 static int gtio_hclose(hFILE *fp)
 {
-    dataset_put(((hFILE_gtio *)fp)->r.ds);
+    reader_close(&((hFILE_gtio *)fp)->r);
     return 0;
 }
 
@@ -407,17 +406,26 @@ static hFILE *gtio_hopen(const char *filename, const char *mode)
         size = (uint64_t)s;
     }
 
+    GTIO_Error err;
+    memset(&err, 0, sizeof err);
+    GTIO_Reader *rd = gtio_reader_open(d->g, start, size, &err);
+    if (!rd) {
+        report("reader", &err);
+        int e = gtio_errno(&err);
+        dataset_put(d);
+        errno = e;
+        return NULL;
+    }
     hFILE_gtio *fp = (hFILE_gtio *)hfile_init(sizeof(hFILE_gtio), mode, read_capacity());
     if (!fp) {
         int e = errno;
+        gtio_reader_close(rd, NULL);
         dataset_put(d);
         errno = e;
         return NULL;
     }
     fp->r.ds = d;
-    fp->r.start = start;
-    fp->r.size = size;
-    fp->r.pos = 0;
+    fp->r.rd = rd;
     fp->base.backend = &gtio_backend;
     return &fp->base;
 }
