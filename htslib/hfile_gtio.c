@@ -59,6 +59,8 @@ struct hFILE_plugin {
 
 extern hFILE *hfile_init(size_t struct_size, const char *mode, size_t capacity);
 extern void hfile_destroy(hFILE *fp);
+/* Declared by htslib/hfile.h only inside its inline hwrite. */
+extern int hfile_set_blksize(hFILE *fp, size_t bufsiz);
 extern void hfile_add_scheme_handler(const char *scheme,
                                      const struct hFILE_scheme_handler *handler);
 int hfile_plugin_init(struct hFILE_plugin *self);
@@ -424,6 +426,11 @@ static hFILE *gtio_hopen(const char *filename, const char *mode)
         errno = e;
         return NULL;
     }
+    /* hfile_init clamps a reader's buffer to 32 KiB; hfile_set_blksize
+     * (public, htslib/hfile.h) sets the size asked for. */
+    size_t cap = read_capacity();
+    if (cap > 32768)
+        (void)hfile_set_blksize(&fp->base, cap);
     fp->r.ds = d;
     fp->r.rd = rd;
     fp->base.backend = &gtio_backend;
