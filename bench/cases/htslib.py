@@ -91,7 +91,7 @@ def sizes(smoke):
     """(reads, chromosome length, regions, region length)."""
     if smoke:
         return 12_000, 300_000, 4, 2_000
-    return int(os.environ.get("BENCH_HTS_READS", 800_000)), 10_000_000, 20, 10_000
+    return int(os.environ.get("BENCH_HTS_READS", 800_000)), 10_000_000, 40, 10_000
 
 
 def make_bam(path, reads, chrom_len):
