@@ -155,6 +155,9 @@ static void dataset_put(struct dataset *d)
     }
 }
 
+/* Block size of plain objects, for aligned reads (set at plugin init). */
+static uint64_t plain_block_size;
+
 /* ---- the reader --------------------------------------------------------- */
 
 /* One engine reader (GTIO_Reader) per open hFILE, over the member's window
@@ -164,18 +167,36 @@ static void dataset_put(struct dataset *d)
 struct gtio_reader {
     struct dataset *ds;
     GTIO_Reader *rd;
+    uint64_t start; /* the window's first byte in the stream */
+    uint64_t pos;   /* the reader's offset, mirrored (reads and seeks set it) */
+    uint64_t align; /* block size of a plain object; 0 = do not align */
 };
+
+/* A plain object is fetched in whole blocks (block_size). A read that ends
+ * inside a block would fetch all of it and return part: end it on a block
+ * boundary instead (the next read starts there), so a region's one read
+ * fetches only blocks it returns. */
+static size_t aligned_count(const struct gtio_reader *r, size_t n)
+{
+    if (r->align == 0 || n <= r->align)
+        return n;
+    uint64_t at = r->start + r->pos;
+    uint64_t end = at + n;
+    uint64_t cut = end - end % r->align;
+    return cut > at ? (size_t)(cut - at) : n;
+}
 
 static ssize_t reader_read(struct gtio_reader *r, void *buf, size_t n)
 {
     GTIO_Error err;
     memset(&err, 0, sizeof err);
-    int64_t got = gtio_reader_read(r->rd, buf, n, &err);
+    int64_t got = gtio_reader_read(r->rd, buf, aligned_count(r, n), &err);
     if (got < 0) {
         report("read", &err);
         errno = gtio_errno(&err);
         return -1;
     }
+    r->pos += (uint64_t)got;
     return (ssize_t)got;
 }
 
@@ -190,6 +211,7 @@ static off_t reader_seek(struct gtio_reader *r, off_t off, int whence)
         errno = gtio_errno(&err);
         return -1;
     }
+    r->pos = (uint64_t)at;
     return (off_t)at;
 }
 
@@ -363,6 +385,7 @@ static hFILE *gtio_hopen(const char *filename, const char *mode)
     char *member = strchr(uri, '#');
     if (member)
         *member++ = '\0';
+    const int is_member = member != NULL;
     if (member && !*member) {
         free(uri);
         errno = ENOENT;
@@ -433,6 +456,9 @@ static hFILE *gtio_hopen(const char *filename, const char *mode)
         (void)hfile_set_blksize(&fp->base, cap);
     fp->r.ds = d;
     fp->r.rd = rd;
+    fp->r.start = start;
+    fp->r.pos = 0;
+    fp->r.align = is_member ? 0 : plain_block_size;
     fp->base.backend = &gtio_backend;
     return &fp->base;
 }
@@ -452,6 +478,9 @@ static void lib_init_from_env(void)
 {
     GTIO_Config cfg;
     gtio_config_default(&cfg);
+    /* The library's own bounds of block_size (README, Environment). */
+    uint64_t b = cfg.block_size;
+    plain_block_size = b < 4096 ? 4096 : b > (64u << 20) ? (64u << 20) : b;
     /* EBUSY (already running in this process, e.g. the host also uses gtio)
      * is fine: its settings stay. */
     gtio_lib_init(&cfg, NULL);

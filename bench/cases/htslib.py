@@ -90,7 +90,7 @@ http {{
 def sizes(smoke):
     """(reads, chromosome length, regions, region length)."""
     if smoke:
-        return 12_000, 300_000, 4, 2_000
+        return 50_000, 1_500_000, 4, 5_000
     return int(os.environ.get("BENCH_HTS_READS", 800_000)), 10_000_000, 40, 10_000
 
 
@@ -358,7 +358,7 @@ def run(bench):
     need_after = sum(need[1:]) / k
     detail0 = (f"BAM {human(size)}, {n_regions} regions of {span // 1000} kb, needed "
                f"{human(min(need))}–{human(max(need))} per region (mean after the first "
-               f"{human(need_after)})")
+               f"{human(int(need_after))})")
     per = {}
     for tool, (r1, rn) in res.items():
         req1, b1, t1, log1 = r1
@@ -372,7 +372,7 @@ def run(bench):
                   f"first query (header, index, 1 region): {human(b1)} sent; {t1:.3f} s"
                   + (f"; {detail0}" if tool == "gtio plugin" else ""))
         bench.row(CASE, tool, reqs, "requests/region",
-                  f"after the first; {human(byts)} sent per region = {byts / need_after:.1f}× needed; "
+                  f"after the first; {human(int(byts))} sent per region = {byts / need_after:.1f}× needed; "
                   f"{tpr * 1000:.1f} ms per region; {oe} of {reqn} requests open-ended")
     g, c = per["gtio plugin"], per["htslib libcurl"]
     r1g = res["gtio plugin"][0][0]
