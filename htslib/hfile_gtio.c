@@ -367,6 +367,33 @@ static const char *index_suffix(char *uri)
     return NULL;
 }
 
+/* htslib's second guess at an index replaces the file's extension and
+ * keeps the '#member': for "set.torrent#dir/a.bam" it asks for
+ * "set.csi#dir/a.bam".
+ * When "set.torrent" is open here, that name is htslib's guess, not a file
+ * the user named: the index of a member is a member (looked up as
+ * "#dir/a.bam.csi" first), so answer ENOENT without a request. */
+static int is_torrent_index_guess(const char *uri)
+{
+    static const char *const exts[] = {".bai", ".csi", ".tbi", ".crai"};
+    size_t n = strlen(uri);
+    for (size_t i = 0; i < sizeof exts / sizeof exts[0]; i++) {
+        size_t e = strlen(exts[i]);
+        if (n <= e || strcmp(uri + n - e, exts[i]) != 0)
+            continue;
+        int open = 0;
+        pthread_mutex_lock(&ds_lock);
+        for (struct dataset *d = ds_list; d && !open; d = d->next) {
+            size_t m = strlen(d->uri);
+            open = m == n - e + 8 && strncmp(d->uri, uri, n - e) == 0 &&
+                   strcmp(d->uri + n - e, ".torrent") == 0;
+        }
+        pthread_mutex_unlock(&ds_lock);
+        return open;
+    }
+    return 0;
+}
+
 static hFILE *gtio_hopen(const char *filename, const char *mode)
 {
     if (strncmp(filename, "gtio+", 5) != 0) {
@@ -393,6 +420,11 @@ static hFILE *gtio_hopen(const char *filename, const char *mode)
     }
 
     const char *index_suffix_of_open = member ? index_suffix(uri) : NULL;
+    if (!index_suffix_of_open && is_torrent_index_guess(uri)) {
+        free(uri);
+        errno = ENOENT;
+        return NULL;
+    }
     struct dataset *d = dataset_get(uri);
     if (!d) {
         free(uri);

@@ -470,4 +470,33 @@ fn plugin_requests_are_bounded_and_few() {
         extra_bytes <= k * (768 << 10),
         "{extra_bytes} bytes sent for {k} more regions (want <= 768 KiB each): {all:?}"
     );
+
+    // The torrent form: the metainfo once, and htslib's index guesses
+    // ("set.csi#dir/big.bam" besides "#dir/big.bam.csi") cost no request.
+    let set = root.join("set/dir");
+    std::fs::create_dir_all(&set).unwrap();
+    std::fs::hard_link(&bam, set.join("big.bam")).unwrap();
+    std::fs::hard_link(root.join("big.bam.bai"), set.join("big.bam.bai")).unwrap();
+    let out = Command::new("mktorrent")
+        .args(["-l", "16", "-w", &ngx.url(""), "-o"])
+        .arg(root.join("set.torrent"))
+        .arg(root.join("set"))
+        .output()
+        .expect("mktorrent");
+    assert!(out.status.success(), "mktorrent failed");
+    let turl = format!("gtio+{}#dir/big.bam", ngx.url("set.torrent"));
+    // A region more than the readahead's tolerance (1 MiB) past the header,
+    // so that its read is not taken for a sequential one.
+    let local = must("samtools", &["view", bam_s, regions[2]], &plugins);
+    assert!(must("samtools", &["view", &turl, regions[2]], &plugins) == local);
+    let log = ngx.take();
+    assert!(
+        log.iter().all(|r| !r.3.ends_with(".csi")),
+        "a .csi guess reached the server: {log:?}"
+    );
+    assert!(
+        log.len() <= 5,
+        "{} requests for the first query of a torrent member (want <= 5): {log:?}",
+        log.len()
+    );
 }
