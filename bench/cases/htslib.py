@@ -340,9 +340,10 @@ def run(bench):
     expect_n = subprocess.run(["samtools", "view", bam, *names], capture_output=True,
                               check=True).stdout
     # The same BAM as a member of a torrent whose web seed is this nginx:
-    # set/dir/<bam> (hard links in the data dir), the .torrent made per run.
+    # set-…/dir/<bam> (hard links in the data dir), the .torrent made per run.
     name = os.path.basename(bam)
-    member_dir = os.path.join(data, "set", "dir")
+    set_name = f"set-{reads}-{chrom_len}"  # only this BAM: a torrent of one size
+    member_dir = os.path.join(data, set_name, "dir")
     os.makedirs(member_dir, exist_ok=True)
     for f in (name, name + ".bai"):
         link = os.path.join(member_dir, f)
@@ -358,7 +359,7 @@ def run(bench):
                  ("htslib libcurl", srv.url(name), env)]
         if mktorrent:
             run_cmd([mktorrent, "-l", "16", "-w", srv.url(""), "-o", torrent,
-                     os.path.join(data, "set")], 120)
+                     os.path.join(data, set_name)], 120)
             forms.insert(1, ("gtio plugin, torrent member",
                              "gtio+" + srv.url(os.path.basename(torrent)) + "#dir/" + name, g_env))
         else:
