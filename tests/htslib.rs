@@ -471,6 +471,26 @@ fn plugin_requests_are_bounded_and_few() {
         "{extra_bytes} bytes sent for {k} more regions (want <= 768 KiB each): {all:?}"
     );
 
+    // Going back to a region read earlier in the process is served from the
+    // engine's cache: regions 1, 2, 1 cost what 1, 2 cost.
+    let (a, b) = (regions[1], regions[3]);
+    let view = |rs: &[&str]| {
+        let mut args = vec!["view", url.as_str()];
+        args.extend(rs);
+        let mut loc = vec!["view", bam_s];
+        loc.extend(rs);
+        assert!(must("samtools", &args, &plugins) == must("samtools", &loc, &plugins));
+        ngx.take().len()
+    };
+    let two = view(&[a, b]);
+    let back = view(&[a, b, a]);
+    assert_eq!(
+        back,
+        two,
+        "reading {a} again cost {} more requests",
+        back - two
+    );
+
     // The torrent form: the metainfo once, and htslib's index guesses
     // ("set.csi#dir/big.bam" besides "#dir/big.bam.csi") cost no request.
     let set = root.join("set/dir");
