@@ -4,18 +4,19 @@
  * Schemes gtio+http, gtio+https, gtio+file. "gtio+https://host/a.bam" reads a
  * plain object; "gtio+https://host/set.torrent#dir/a.bam" reads one member of
  * a torrent, so htslib's appended ".bai"/".csi"/".tbi" names the index inside
- * the same torrent. See htslib/README.md and docs in ../DESIGN (The htslib
- * plugin).
+ * the same torrent. See htslib/README.md.
  *
  * htslib's plugin interface (hfile_internal.h) is not shipped by Debian's
  * libhts-dev: the few declarations below are written here from the
  * documented interface and checked against libhts3's exported symbols.
  *
- * Reads: each backend read is one bounded gtio_pread of at most the hFILE
- * buffer's capacity, clamped to the member's end (never an open-ended range).
- * The engine's piece cache serves re-reads after seeks. The reader state (a
- * member window + a position) is kept in struct gtio_reader so it can move to
- * the engine's per-reader API (issue 10) without touching the hFILE glue.
+ * Reads: each open hFILE owns one engine reader (GTIO_Reader) over the
+ * member's window, so it has its own readahead, bounded by the window's end
+ * (never an open-ended range), and readers of a BAM and its index never
+ * reset each other. A backend read is one gtio_reader_read of at most the
+ * hFILE buffer's capacity; a seek only moves the reader's offset, and what
+ * the engine already holds (an earlier read, readahead) is served from its
+ * cache.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -58,6 +59,8 @@ struct hFILE_plugin {
 
 extern hFILE *hfile_init(size_t struct_size, const char *mode, size_t capacity);
 extern void hfile_destroy(hFILE *fp);
+/* Declared by htslib/hfile.h only inside its inline hwrite. */
+extern int hfile_set_blksize(hFILE *fp, size_t bufsiz);
 extern void hfile_add_scheme_handler(const char *scheme,
                                      const struct hFILE_scheme_handler *handler);
 int hfile_plugin_init(struct hFILE_plugin *self);
@@ -152,26 +155,42 @@ static void dataset_put(struct dataset *d)
     }
 }
 
+/* Block size of plain objects, for aligned reads (set at plugin init). */
+static uint64_t plain_block_size;
+
 /* ---- the reader --------------------------------------------------------- */
 
-/* A window [start, start+size) of the dataset's stream and a position in it. */
+/* One engine reader (GTIO_Reader) per open hFILE, over the member's window
+ * (or the whole object): its own offset and its own readahead window, which
+ * never runs past the window's end. The reader keeps its dataset alive; the
+ * dataset reference is dropped after the reader is closed. */
 struct gtio_reader {
     struct dataset *ds;
-    uint64_t start;
-    uint64_t size;
-    uint64_t pos;
+    GTIO_Reader *rd;
+    uint64_t start; /* the window's first byte in the stream */
+    uint64_t pos;   /* the reader's offset, mirrored (reads and seeks set it) */
+    uint64_t align; /* block size of a plain object; 0 = do not align */
 };
+
+/* A plain object is fetched in whole blocks (block_size). A read that ends
+ * inside a block would fetch all of it and return part: end it on a block
+ * boundary instead (the next read starts there), so a region's one read
+ * fetches only blocks it returns. */
+static size_t aligned_count(const struct gtio_reader *r, size_t n)
+{
+    if (r->align == 0 || n <= r->align)
+        return n;
+    uint64_t at = r->start + r->pos;
+    uint64_t end = at + n;
+    uint64_t cut = end - end % r->align;
+    return cut > at ? (size_t)(cut - at) : n;
+}
 
 static ssize_t reader_read(struct gtio_reader *r, void *buf, size_t n)
 {
-    if (r->pos >= r->size)
-        return 0;
-    uint64_t left = r->size - r->pos;
-    if (n > left)
-        n = (size_t)left; /* bounded: never past the member's end */
     GTIO_Error err;
     memset(&err, 0, sizeof err);
-    int64_t got = gtio_pread(r->ds->g, buf, n, r->start + r->pos, &err);
+    int64_t got = gtio_reader_read(r->rd, buf, aligned_count(r, n), &err);
     if (got < 0) {
         report("read", &err);
         errno = gtio_errno(&err);
@@ -183,19 +202,23 @@ static ssize_t reader_read(struct gtio_reader *r, void *buf, size_t n)
 
 static off_t reader_seek(struct gtio_reader *r, off_t off, int whence)
 {
-    int64_t base;
-    switch (whence) {
-    case SEEK_SET: base = 0; break;
-    case SEEK_CUR: base = (int64_t)r->pos; break;
-    case SEEK_END: base = (int64_t)r->size; break;
-    default: errno = EINVAL; return -1;
-    }
-    if ((off < 0 && base + off < 0) || (off > 0 && off > INT64_MAX - base)) {
-        errno = EINVAL;
+    GTIO_Error err;
+    memset(&err, 0, sizeof err);
+    /* Past the end is allowed (reads give 0); negative is EINVAL. Never
+     * blocks: the next read fetches (or finds cached) what it needs. */
+    int64_t at = gtio_reader_lseek(r->rd, (int64_t)off, whence, &err);
+    if (at < 0) {
+        errno = gtio_errno(&err);
         return -1;
     }
-    r->pos = (uint64_t)(base + off); /* past the end is allowed: reads give 0 */
-    return (off_t)r->pos;
+    r->pos = (uint64_t)at;
+    return (off_t)at;
+}
+
+static void reader_close(struct gtio_reader *r)
+{
+    gtio_reader_close(r->rd, NULL);
+    dataset_put(r->ds);
 }
 
 /* ---- hFILE glue ---------------------------------------------------------- */
@@ -230,7 +253,7 @@ static int gtio_hflush(hFILE *fp)
 
 static int gtio_hclose(hFILE *fp)
 {
-    dataset_put(((hFILE_gtio *)fp)->r.ds);
+    reader_close(&((hFILE_gtio *)fp)->r);
     return 0;
 }
 
@@ -344,6 +367,33 @@ static const char *index_suffix(char *uri)
     return NULL;
 }
 
+/* htslib's second guess at an index replaces the file's extension and
+ * keeps the '#member': for "set.torrent#dir/a.bam" it asks for
+ * "set.csi#dir/a.bam".
+ * When "set.torrent" is open here, that name is htslib's guess, not a file
+ * the user named: the index of a member is a member (looked up as
+ * "#dir/a.bam.csi" first), so answer ENOENT without a request. */
+static int is_torrent_index_guess(const char *uri)
+{
+    static const char *const exts[] = {".bai", ".csi", ".tbi", ".crai"};
+    size_t n = strlen(uri);
+    for (size_t i = 0; i < sizeof exts / sizeof exts[0]; i++) {
+        size_t e = strlen(exts[i]);
+        if (n <= e || strcmp(uri + n - e, exts[i]) != 0)
+            continue;
+        int open = 0;
+        pthread_mutex_lock(&ds_lock);
+        for (struct dataset *d = ds_list; d && !open; d = d->next) {
+            size_t m = strlen(d->uri);
+            open = m == n - e + 8 && strncmp(d->uri, uri, n - e) == 0 &&
+                   strcmp(d->uri + n - e, ".torrent") == 0;
+        }
+        pthread_mutex_unlock(&ds_lock);
+        return open;
+    }
+    return 0;
+}
+
 static hFILE *gtio_hopen(const char *filename, const char *mode)
 {
     if (strncmp(filename, "gtio+", 5) != 0) {
@@ -362,6 +412,7 @@ static hFILE *gtio_hopen(const char *filename, const char *mode)
     char *member = strchr(uri, '#');
     if (member)
         *member++ = '\0';
+    const int is_member = member != NULL;
     if (member && !*member) {
         free(uri);
         errno = ENOENT;
@@ -369,6 +420,11 @@ static hFILE *gtio_hopen(const char *filename, const char *mode)
     }
 
     const char *index_suffix_of_open = member ? index_suffix(uri) : NULL;
+    if (!index_suffix_of_open && is_torrent_index_guess(uri)) {
+        free(uri);
+        errno = ENOENT;
+        return NULL;
+    }
     struct dataset *d = dataset_get(uri);
     if (!d) {
         free(uri);
@@ -407,17 +463,34 @@ static hFILE *gtio_hopen(const char *filename, const char *mode)
         size = (uint64_t)s;
     }
 
-    hFILE_gtio *fp = (hFILE_gtio *)hfile_init(sizeof(hFILE_gtio), mode, read_capacity());
-    if (!fp) {
-        int e = errno;
+    GTIO_Error err;
+    memset(&err, 0, sizeof err);
+    GTIO_Reader *rd = gtio_reader_open(d->g, start, size, &err);
+    if (!rd) {
+        report("reader", &err);
+        int e = gtio_errno(&err);
         dataset_put(d);
         errno = e;
         return NULL;
     }
+    hFILE_gtio *fp = (hFILE_gtio *)hfile_init(sizeof(hFILE_gtio), mode, read_capacity());
+    if (!fp) {
+        int e = errno;
+        gtio_reader_close(rd, NULL);
+        dataset_put(d);
+        errno = e;
+        return NULL;
+    }
+    /* hfile_init clamps a reader's buffer to 32 KiB; hfile_set_blksize
+     * (public, htslib/hfile.h) sets the size asked for. */
+    size_t cap = read_capacity();
+    if (cap > 32768)
+        (void)hfile_set_blksize(&fp->base, cap);
     fp->r.ds = d;
+    fp->r.rd = rd;
     fp->r.start = start;
-    fp->r.size = size;
     fp->r.pos = 0;
+    fp->r.align = is_member ? 0 : plain_block_size;
     fp->base.backend = &gtio_backend;
     return &fp->base;
 }
@@ -437,6 +510,9 @@ static void lib_init_from_env(void)
 {
     GTIO_Config cfg;
     gtio_config_default(&cfg);
+    /* The library's own bounds of block_size (README, Environment). */
+    uint64_t b = cfg.block_size;
+    plain_block_size = b < 4096 ? 4096 : b > (64u << 20) ? (64u << 20) : b;
     /* EBUSY (already running in this process, e.g. the host also uses gtio)
      * is fine: its settings stay. */
     gtio_lib_init(&cfg, NULL);

@@ -2,8 +2,11 @@
 //! and tabix: a BAM and a bgzipped, tabix-indexed VCF made here, served by
 //! nginx as plain objects and as members of a multi-file torrent with a web
 //! seed. Every command's output through `gtio+http://…` must be identical to
-//! the same command on the local files. Skipped (with a message) only when
-//! samtools is not installed (scripts/install-deps.sh installs it).
+//! the same command on the local files. A second test reads nginx's access
+//! log: what the plugin asks of the server (bounded ranges, one request for a
+//! missing index, at most 2 requests per region after the first). Skipped
+//! (with a message) only when samtools is not installed
+//! (scripts/install-deps.sh installs it).
 
 mod support;
 
@@ -265,4 +268,255 @@ fn samtools_bcftools_tabix_through_gtio() {
         &plugins,
     );
     assert!(!ok && err.contains("No such file"), "missing object: {err}");
+}
+
+/// nginx serving `root` with an access log of status, bytes sent and the
+/// Range header per request (the shared support::nginx logs nothing).
+struct LoggedNginx {
+    port: u16,
+    log: PathBuf,
+    child: std::process::Child,
+    _dir: support::nginx::TempDir,
+}
+
+impl LoggedNginx {
+    fn start(root: &Path) -> LoggedNginx {
+        let dir = tempdir();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let d = dir.display();
+        let conf = format!(
+            "daemon off;\nmaster_process off;\nworker_processes 1;\npid \"{d}/nginx.pid\";\n\
+             error_log \"{d}/error.log\" warn;\nevents {{ worker_connections 256; }}\n\
+             http {{\n  log_format ranges '$status $bytes_sent \"$http_range\" $uri';\n\
+             access_log \"{d}/access.log\" ranges;\n  client_body_temp_path \"{d}/b\";\n\
+             proxy_temp_path \"{d}/p\";\n  fastcgi_temp_path \"{d}/f\";\n  uwsgi_temp_path \"{d}/u\";\n\
+             scgi_temp_path \"{d}/s\";\n  server {{ listen 127.0.0.1:{port}; root \"{}\"; }}\n}}\n",
+            root.display()
+        );
+        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+        let bin = std::env::var("GTIO_NGINX").unwrap_or_else(|_| "/usr/sbin/nginx".into());
+        let child = Command::new(bin)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("cannot run nginx (scripts/install-deps.sh installs it)");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "logged nginx did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        LoggedNginx {
+            port,
+            log: dir.join("access.log"),
+            child,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self, name: &str) -> String {
+        format!("http://127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// (status, bytes sent, Range header, path) of every request so far;
+    /// the log is emptied for the next command.
+    fn take(&self) -> Vec<(u16, u64, String, String)> {
+        // A request cut short by the client's exit is logged when nginx notices.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        std::fs::write(&self.log, "").unwrap();
+        text.lines()
+            .map(|l| {
+                let (status, rest) = l.split_once(' ').unwrap();
+                let (bytes, rest) = rest.split_once(' ').unwrap();
+                let (range, path) = rest[1..].split_once("\" ").unwrap();
+                (
+                    status.parse().unwrap(),
+                    bytes.parse().unwrap(),
+                    range.to_string(),
+                    path.to_string(),
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for LoggedNginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the plugin asks of the server, from nginx's access log: bounded
+/// ranges only; a missing `.csi` costs one request (ENOENT, no retries);
+/// a region after the first is at most 2 requests and a few hundred KB of a
+/// 10+ MB BAM (32 KiB hFILE reads used to start the readahead on every
+/// region: ~3 requests and megabytes each).
+#[test]
+fn plugin_requests_are_bounded_and_few() {
+    if !have("samtools") {
+        eprintln!("SKIPPED: samtools is not installed (scripts/install-deps.sh installs it)");
+        return;
+    }
+    let tmp = tempdir();
+    let plugins = tmp.join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    build_plugin(&plugins);
+    let root = tmp.join("www");
+    std::fs::create_dir_all(&root).unwrap();
+
+    // Random bases and qualities, so the BAM is large (~13 MB) against a region.
+    const CHR: u64 = 2_000_000;
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut sam = format!("@HD\tVN:1.6\n@SQ\tSN:chr1\tLN:{CHR}\n@SQ\tSN:chr2\tLN:{CHR}\n");
+    for i in 0..100_000 {
+        let chr = if i % 2 == 0 { "chr1" } else { "chr2" };
+        let pos = 1 + rng.below(CHR - 100);
+        let seq: String = (0..100)
+            .map(|_| b"ACGT"[rng.below(4) as usize] as char)
+            .collect();
+        let qual: String = (0..100)
+            .map(|_| (33 + rng.below(40) as u8) as char)
+            .collect();
+        sam.push_str(&format!(
+            "r{i}\t0\t{chr}\t{pos}\t60\t100M\t*\t0\t0\t{seq}\t{qual}\n"
+        ));
+    }
+    let sam_path = tmp.join("big.sam");
+    std::fs::write(&sam_path, sam).unwrap();
+    let bam = root.join("big.bam");
+    let bam_s = bam.to_str().unwrap();
+    must(
+        "samtools",
+        &["sort", "-o", bam_s, sam_path.to_str().unwrap()],
+        &plugins,
+    );
+    must("samtools", &["index", bam_s], &plugins);
+    let size = std::fs::metadata(&bam).unwrap().len();
+    assert!(size > 10 << 20, "BAM is only {size} bytes");
+
+    let ngx = LoggedNginx::start(&root);
+    let url = format!("gtio+{}", ngx.url("big.bam"));
+    let regions = [
+        "chr1:100000-105000",
+        "chr2:700000-705000",
+        "chr1:1500000-1505000",
+        "chr2:1900000-1905000",
+        "chr1:900000-905000",
+    ];
+    let local = must("samtools", &["view", bam_s, regions[0]], &plugins);
+    assert!(!local.is_empty());
+    assert!(must("samtools", &["view", &url, regions[0]], &plugins) == local);
+    let first = ngx.take();
+    let mut args = vec!["view", url.as_str()];
+    args.extend(regions);
+    let local_all = {
+        let mut a = vec!["view", bam_s];
+        a.extend(regions);
+        must("samtools", &a, &plugins)
+    };
+    assert!(
+        must("samtools", &args, &plugins) == local_all,
+        "regions differ"
+    );
+    let all = ngx.take();
+
+    for (status, _, range, path) in first.iter().chain(&all) {
+        if range != "-" {
+            let (a, b) = range
+                .strip_prefix("bytes=")
+                .and_then(|r| r.split_once('-'))
+                .unwrap_or_else(|| panic!("odd range {range} for {path}"));
+            assert!(!b.is_empty(), "open-ended range {range} for {path}");
+            let (a, b): (u64, u64) = (a.parse().unwrap(), b.parse().unwrap());
+            assert!(
+                b - a < 8 << 20,
+                "range {range} of {path} is larger than 8 MiB"
+            );
+        }
+        if path.ends_with(".csi") {
+            assert_eq!(*status, 404, "{path}");
+        }
+    }
+    for probe in ["/big.bam.csi", "/big.csi"] {
+        let n = first.iter().filter(|r| r.3 == probe).count();
+        assert!(
+            n <= 1,
+            "{probe} probed with {n} requests (missing index must be one ENOENT)"
+        );
+    }
+    let k = (regions.len() - 1) as u64;
+    let extra_reqs = all.len() as u64 - first.len() as u64;
+    let bytes = |log: &[(u16, u64, String, String)]| log.iter().map(|r| r.1).sum::<u64>();
+    let extra_bytes = bytes(&all).saturating_sub(bytes(&first));
+    assert!(
+        extra_reqs <= 2 * k,
+        "{extra_reqs} requests for {k} more regions (want <= 2 each): {all:?}"
+    );
+    assert!(
+        extra_bytes <= k * (768 << 10),
+        "{extra_bytes} bytes sent for {k} more regions (want <= 768 KiB each): {all:?}"
+    );
+
+    // Going back to a region read earlier in the process is served from the
+    // engine's cache: regions 1, 2, 1 cost what 1, 2 cost.
+    let (a, b) = (regions[1], regions[3]);
+    let view = |rs: &[&str]| {
+        let mut args = vec!["view", url.as_str()];
+        args.extend(rs);
+        let mut loc = vec!["view", bam_s];
+        loc.extend(rs);
+        assert!(must("samtools", &args, &plugins) == must("samtools", &loc, &plugins));
+        ngx.take().len()
+    };
+    let two = view(&[a, b]);
+    let back = view(&[a, b, a]);
+    assert_eq!(
+        back,
+        two,
+        "reading {a} again cost {} more requests",
+        back - two
+    );
+
+    // The torrent form: the metainfo once, and htslib's index guesses
+    // ("set.csi#dir/big.bam" besides "#dir/big.bam.csi") cost no request.
+    let set = root.join("set/dir");
+    std::fs::create_dir_all(&set).unwrap();
+    std::fs::hard_link(&bam, set.join("big.bam")).unwrap();
+    std::fs::hard_link(root.join("big.bam.bai"), set.join("big.bam.bai")).unwrap();
+    let out = Command::new("mktorrent")
+        .args(["-l", "16", "-w", &ngx.url(""), "-o"])
+        .arg(root.join("set.torrent"))
+        .arg(root.join("set"))
+        .output()
+        .expect("mktorrent");
+    assert!(out.status.success(), "mktorrent failed");
+    let turl = format!("gtio+{}#dir/big.bam", ngx.url("set.torrent"));
+    // A region more than the readahead's tolerance (1 MiB) past the header,
+    // so that its read is not taken for a sequential one.
+    let local = must("samtools", &["view", bam_s, regions[2]], &plugins);
+    assert!(must("samtools", &["view", &turl, regions[2]], &plugins) == local);
+    let log = ngx.take();
+    assert!(
+        log.iter().all(|r| !r.3.ends_with(".csi")),
+        "a .csi guess reached the server: {log:?}"
+    );
+    assert!(
+        log.len() <= 5,
+        "{} requests for the first query of a torrent member (want <= 5): {log:?}",
+        log.len()
+    );
 }
