@@ -173,7 +173,9 @@ fn resolve(overrides: &Overrides, env: impl Fn(&str) -> Option<String>) -> Resul
     for s in SETTINGS {
         let value = match overrides.iter().find(|(n, _)| *n == s.name) {
             Some((_, v)) => v.clone(),
-            None => env(s.var),
+            // An empty variable (`GTIO_CACHE_BYTES= prog`) means unset, as
+            // in most tools: it must not make every open fail.
+            None => env(s.var).filter(|v| !v.trim().is_empty()),
         };
         if let Some(v) = value {
             apply(s, &v, &mut config, &mut extra)?;
@@ -282,6 +284,17 @@ mod tests {
             Config::default().timeout_ms,
             "reset to default"
         );
+    }
+
+    #[test]
+    fn an_empty_variable_is_unset() {
+        let (c, _) = resolve(
+            &vec![],
+            env_of(&[("GTIO_CACHE_BYTES", ""), ("GTIO_WORKERS", " ")]),
+        )
+        .unwrap();
+        let d = Config::default();
+        assert_eq!((c.cache_bytes, c.workers), (d.cache_bytes, d.workers));
     }
 
     #[test]
