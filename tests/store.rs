@@ -152,7 +152,9 @@ fn kill_9_during_piece_writes_never_leaves_a_bad_piece() {
     }
     // Every piece file that exists verifies; no temporaries are left once a
     // store opens again.
-    let store = DiskStore::open(&cache, 10 << 30).unwrap();
+    let store = DiskStore::open(&cache, 10 << 30)
+        .unwrap()
+        .with_check(gtio::engine::verify::sha1_matches);
     let pieces = store.root().join("pieces");
     let mut checked = 0;
     for shard in std::fs::read_dir(&pieces).unwrap() {

@@ -319,7 +319,7 @@ impl Engine {
         config: &Config,
         store: Option<crate::store::DiskStore>,
     ) -> Arc<Engine> {
-        let store = store.map(Arc::new);
+        let store = store.map(|s| Arc::new(s.with_check(verify::sha1_matches)));
         // A quarter of the memory cache may wait to be written.
         let store_writer = store
             .as_ref()

@@ -1,0 +1,100 @@
+//! One piece file: the data followed by a 40-byte trailer.
+//!
+//! ```text
+//! data (len bytes) | "GTIOPT02" | len (u64 LE) | crc32c of data (u32 LE) | 20 zero bytes
+//! ```
+//!
+//! The trailer comes after the data so that a load is one `read` straight
+//! into the piece's own buffer (no header to skip, so no copy), and so a
+//! file cut short anywhere loses its trailer and fails the length check.
+//! The CRC-32C is the plain-object checksum (hardware CRC, many GB/s, so a
+//! store hit costs about what reading the file costs); a torrent piece is
+//! checked by its SHA-1 instead, which its key is, and records no CRC.
+
+use std::fs::File;
+use std::io::{self, IoSlice, Read, Write};
+
+use super::{StoreKey, TorrentCheck};
+
+pub const MAGIC: &[u8; 8] = b"GTIOPT02";
+pub const TRAILER: usize = 40;
+/// The largest piece the store accepts (the engine's own bound is lower).
+pub const MAX_PIECE: u64 = 1 << 31;
+
+/// The trailer recording `data`.
+pub fn trailer(key: &StoreKey, data: &[u8]) -> [u8; TRAILER] {
+    let mut t = [0u8; TRAILER];
+    t[..8].copy_from_slice(MAGIC);
+    t[8..16].copy_from_slice(&(data.len() as u64).to_le_bytes());
+    if let StoreKey::Object(_) = key {
+        t[16..20].copy_from_slice(&crc32c::crc32c(data).to_le_bytes());
+    }
+    t
+}
+
+/// Write `data` and its trailer to `f` (vectored: one call in the usual case).
+pub fn write_piece(f: &mut File, key: &StoreKey, data: &[u8]) -> io::Result<()> {
+    let t = trailer(key, data);
+    let total = data.len() + TRAILER;
+    let mut done = 0;
+    while done < total {
+        let n = if done < data.len() {
+            f.write_vectored(&[IoSlice::new(&data[done..]), IoSlice::new(&t)])?
+        } else {
+            f.write(&t[done - data.len()..])?
+        };
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        done += n;
+    }
+    Ok(())
+}
+
+fn bad(why: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, why.to_string())
+}
+
+/// The data of a piece file of `on_disk` bytes (from the caller's fstat),
+/// if every check passes: length, trailer, and the CRC-32C (objects) or
+/// the SHA-1 of the key (torrent pieces, through `check`).
+pub fn read_verified(
+    file: &mut File,
+    on_disk: u64,
+    key: &StoreKey,
+    check: Option<TorrentCheck>,
+) -> io::Result<Vec<u8>> {
+    if !(TRAILER as u64..=MAX_PIECE + TRAILER as u64).contains(&on_disk) {
+        return Err(bad("length does not match the file"));
+    }
+    // Exactly the file: `take` stops at its size, so read_to_end issues one
+    // read into spare capacity (not zeroed) and no probe read after it.
+    let mut buf = Vec::with_capacity(on_disk as usize);
+    file.take(on_disk).read_to_end(&mut buf)?;
+    if buf.len() as u64 != on_disk {
+        return Err(bad("the file changed while it was read"));
+    }
+    let len = buf.len() - TRAILER;
+    let t: [u8; TRAILER] = buf[len..].try_into().expect("trailer length");
+    if &t[..8] != MAGIC {
+        return Err(bad("not a piece file"));
+    }
+    if u64::from_le_bytes(t[8..16].try_into().expect("8 bytes")) != len as u64 {
+        return Err(bad("length does not match the file"));
+    }
+    buf.truncate(len);
+    let ok = match key {
+        StoreKey::Object(_) => {
+            crc32c::crc32c(&buf) == u32::from_le_bytes(t[16..20].try_into().expect("4 bytes"))
+        }
+        // No way to check a torrent piece: not served (but kept).
+        StoreKey::Torrent(want) => match check {
+            Some(check) => check(want, &buf),
+            None => return Err(io::ErrorKind::Unsupported.into()),
+        },
+    };
+    if !ok {
+        return Err(bad("checksum mismatch"));
+    }
+    Ok(buf)
+}
