@@ -319,7 +319,12 @@ impl Engine {
         config: &Config,
         store: Option<crate::store::DiskStore>,
     ) -> Arc<Engine> {
-        let store = store.map(|s| Arc::new(s.with_check(verify::sha1_matches)));
+        let store = store.map(|s| {
+            Arc::new(
+                s.with_check(verify::sha1_matches)
+                    .with_buffers(|len| buffers::PieceBuf::reuse(len).into_vec()),
+            )
+        });
         // A quarter of the memory cache may wait to be written.
         let store_writer = store
             .as_ref()

@@ -25,6 +25,10 @@ use file::{read_verified, write_piece, MAX_PIECE, TRAILER};
 /// one verification function (`engine::verify`), handed in so the store
 /// does not depend on the engine.
 pub type TorrentCheck = fn(&[u8; 20], &[u8]) -> bool;
+
+/// Where a loaded piece's buffer comes from: the engine's recycled piece
+/// buffers (a plain new vector by default). Its length does not matter.
+pub type Alloc = fn(usize) -> Vec<u8>;
 /// The store's directory under `cache_dir`: a future format gets a new one.
 const LAYOUT_DIR: &str = "gtio-store-v1";
 /// How long a waiter waits for a live writer's piece before fetching it
@@ -117,6 +121,7 @@ pub struct DiskStore {
     next_tmp: AtomicU64,
     counters: Counters,
     check: Option<TorrentCheck>,
+    alloc: Alloc,
     claims: Claims,
 }
 
@@ -164,6 +169,7 @@ impl DiskStore {
             next_tmp: AtomicU64::new(0),
             counters: Counters::default(),
             check: None,
+            alloc: Vec::with_capacity,
             claims: Claims::open(&root.join("inflight.lock")),
         };
         store.remove_dead_temporaries();
@@ -174,6 +180,12 @@ impl DiskStore {
     /// piece is never served).
     pub fn with_check(mut self, check: TorrentCheck) -> DiskStore {
         self.check = Some(check);
+        self
+    }
+
+    /// Load pieces into buffers from `alloc`.
+    pub fn with_buffers(mut self, alloc: Alloc) -> DiskStore {
+        self.alloc = alloc;
         self
     }
 
@@ -217,7 +229,7 @@ impl DiskStore {
         };
         let meta = file.metadata();
         let on_disk = meta.as_ref().map_or(0, |m| m.len());
-        match read_verified(&mut file, on_disk, key, self.check) {
+        match read_verified(&mut file, on_disk, key, self.check, self.alloc) {
             Ok(data) => {
                 self.counters.hits.fetch_add(1, Ordering::Relaxed);
                 self.counters
@@ -454,8 +466,13 @@ impl DiskStore {
             total += size;
             lru.put(name, size);
         }
-        // Our own hits set mtimes too, so recency survives the rebuild.
+        // What this store used keeps its order, after what only the disk
+        // knows (mtimes tie within the clock's granularity, and the index
+        // saw every use of ours).
         let mut index = self.lock();
+        for (name, _) in index.lru.iter().rev() {
+            lru.promote(name);
+        }
         index.lru = lru;
         index.total = total;
         index.written_since_scan = 0;

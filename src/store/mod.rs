@@ -63,5 +63,5 @@
 mod disk;
 
 pub use disk::{
-    Claim, ClaimGuard, DiskStore, Staged, StoreKey, StoreStats, TorrentCheck, CLAIM_TIMEOUT,
+    Alloc, Claim, ClaimGuard, DiskStore, Staged, StoreKey, StoreStats, TorrentCheck, CLAIM_TIMEOUT,
 };

@@ -4,17 +4,18 @@
 //! data (len bytes) | "GTIOPT02" | len (u64 LE) | crc32c of data (u32 LE) | 20 zero bytes
 //! ```
 //!
-//! The trailer comes after the data so that a load is one `read` straight
-//! into the piece's own buffer (no header to skip, so no copy), and so a
-//! file cut short anywhere loses its trailer and fails the length check.
+//! The trailer comes after the data so that a load is one vectored `read`
+//! straight into the piece's own buffer (an exact piece-sized buffer, as
+//! the engine's pool recycles them), and so a file cut short anywhere loses
+//! its trailer and fails the length check.
 //! The CRC-32C is the plain-object checksum (hardware CRC, many GB/s, so a
 //! store hit costs about what reading the file costs); a torrent piece is
 //! checked by its SHA-1 instead, which its key is, and records no CRC.
 
 use std::fs::File;
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 
-use super::{StoreKey, TorrentCheck};
+use super::{Alloc, StoreKey, TorrentCheck};
 
 pub const MAGIC: &[u8; 8] = b"GTIOPT02";
 pub const TRAILER: usize = 40;
@@ -56,33 +57,43 @@ fn bad(why: &str) -> io::Error {
 }
 
 /// The data of a piece file of `on_disk` bytes (from the caller's fstat),
-/// if every check passes: length, trailer, and the CRC-32C (objects) or
-/// the SHA-1 of the key (torrent pieces, through `check`).
+/// read into a buffer from `alloc` (the engine's recycled piece buffers, so
+/// a hit costs no fresh pages), if every check passes: length, trailer, and
+/// the CRC-32C (objects) or the SHA-1 of the key (torrent pieces, through
+/// `check`).
 pub fn read_verified(
     file: &mut File,
     on_disk: u64,
     key: &StoreKey,
     check: Option<TorrentCheck>,
+    alloc: Alloc,
 ) -> io::Result<Vec<u8>> {
     if !(TRAILER as u64..=MAX_PIECE + TRAILER as u64).contains(&on_disk) {
         return Err(bad("length does not match the file"));
     }
-    // Exactly the file: `take` stops at its size, so read_to_end issues one
-    // read into spare capacity (not zeroed) and no probe read after it.
-    let mut buf = Vec::with_capacity(on_disk as usize);
-    file.take(on_disk).read_to_end(&mut buf)?;
-    if buf.len() as u64 != on_disk {
-        return Err(bad("the file changed while it was read"));
+    let len = (on_disk - TRAILER as u64) as usize;
+    let mut buf = alloc(len);
+    buf.resize(len, 0);
+    let mut t = [0u8; TRAILER];
+    // Data and trailer in one vectored read in the usual case.
+    let mut done = 0;
+    while done < on_disk as usize {
+        let n = if done < len {
+            file.read_vectored(&mut [IoSliceMut::new(&mut buf[done..]), IoSliceMut::new(&mut t)])?
+        } else {
+            file.read(&mut t[done - len..])?
+        };
+        if n == 0 {
+            return Err(bad("the file changed while it was read"));
+        }
+        done += n;
     }
-    let len = buf.len() - TRAILER;
-    let t: [u8; TRAILER] = buf[len..].try_into().expect("trailer length");
     if &t[..8] != MAGIC {
         return Err(bad("not a piece file"));
     }
     if u64::from_le_bytes(t[8..16].try_into().expect("8 bytes")) != len as u64 {
         return Err(bad("length does not match the file"));
     }
-    buf.truncate(len);
     let ok = match key {
         StoreKey::Object(_) => {
             crc32c::crc32c(&buf) == u32::from_le_bytes(t[16..20].try_into().expect("4 bytes"))
