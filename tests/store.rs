@@ -290,13 +290,26 @@ fn a_full_disk_degrades_to_memory_only_and_reads_still_succeed() {
     let bytes = data(4 << 20, 5);
     let origin = FaultyOrigin::start(vec![("/data.bin".into(), bytes.clone())]);
     let t = torrent(&dir, &origin, &bytes, 16);
-    let out = gtio(&mnt).arg("cat").arg(&t).output().unwrap();
+    let out = gtio(&mnt)
+        .args(["cat", "--stats"])
+        .arg(&t)
+        .output()
+        .unwrap();
     let _ = Command::new("umount").arg(&mnt).status();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
     assert!(out.stdout == bytes);
+    // One warning, in the summary (from the statistics' `store_warning`).
+    assert_eq!(err.matches("store warning: ").count(), 1, "stderr: {err}");
+    assert!(err.contains("(ENOSPC)"), "stderr: {err}");
+    // And a store with room gives none.
+    let roomy = dir.join("roomy");
+    let out = gtio(&roomy)
+        .args(["cat", "--stats"])
+        .arg(&t)
+        .output()
+        .unwrap();
+    assert!(out.stdout == bytes);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("store warning"));
     let _ = std::fs::remove_dir_all(&dir);
 }

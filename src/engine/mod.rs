@@ -900,6 +900,7 @@ impl Engine {
             peers_connected: 0,
             cache_bytes_used: self.cache.bytes(),
             store_bytes_used: self.store.as_ref().map_or(0, |s| s.stats().bytes_used),
+            store_warning: self.store.as_ref().and_then(|s| s.stats().warning),
         }
     }
 
@@ -916,6 +917,15 @@ impl Engine {
             retries: l(&c.retries),
             cache_hits: stats::process_wide().cache_hits,
             store_hits: l(&c.store_hits),
+        }
+    }
+
+    /// Wait (bounded) until the pieces fetched so far are in the store, or
+    /// given up: a summary printed next (`--stats`) then shows the store's
+    /// state, including a full disk.
+    pub fn store_settle(&self) {
+        if let Some(w) = &self.store_writer {
+            w.wait_idle(std::time::Duration::from_secs(10));
         }
     }
 

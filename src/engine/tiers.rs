@@ -121,6 +121,8 @@ fn push_piece(runs: &mut Vec<Range<u32>>, piece: u32) {
 pub struct Writer {
     tx: std::sync::Mutex<Option<crossbeam_channel::Sender<Save>>>,
     queued: Arc<std::sync::atomic::AtomicU64>,
+    /// Saves sent and not yet committed (written or given up).
+    pending: Arc<std::sync::atomic::AtomicU64>,
     limit: u64,
     skipped: std::sync::atomic::AtomicU64,
     thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -140,6 +142,8 @@ impl Writer {
         let (tx, rx) = crossbeam_channel::unbounded::<Save>();
         let queued = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let q = Arc::clone(&queued);
+        let pending = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let p = Arc::clone(&pending);
         let thread = std::thread::Builder::new()
             .name("gtio-store".into())
             .spawn(move || {
@@ -161,13 +165,16 @@ impl Writer {
                             next = rx.try_recv().ok();
                         }
                     }
+                    let n = claims.len() as u64;
                     store.commit_then(staged, &mut || claims.clear());
+                    p.fetch_sub(n, std::sync::atomic::Ordering::Release);
                 }
             })
             .ok();
         Writer {
             tx: std::sync::Mutex::new(thread.as_ref().map(|_| tx)),
             queued,
+            pending,
             limit,
             skipped: std::sync::atomic::AtomicU64::new(0),
             thread: std::sync::Mutex::new(thread),
@@ -184,6 +191,7 @@ impl Writer {
         let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(tx) = tx.as_ref() {
             self.queued.fetch_add(len, Relaxed);
+            self.pending.fetch_add(1, Relaxed);
             let _ = tx.send(Save {
                 key,
                 piece,
@@ -195,6 +203,17 @@ impl Writer {
     /// Saves skipped because the queue was full.
     pub fn skipped(&self) -> u64 {
         self.skipped.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Wait (at most `limit`) until every save sent so far is committed:
+    /// for a summary that should show what the store made of them.
+    pub fn wait_idle(&self, limit: std::time::Duration) {
+        let deadline = Instant::now() + limit;
+        while self.pending.load(std::sync::atomic::Ordering::Acquire) > 0
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
     }
 
     /// Write what is queued, then stop.
