@@ -125,6 +125,8 @@ pub struct Writer {
     pending: Arc<std::sync::atomic::AtomicU64>,
     limit: u64,
     skipped: std::sync::atomic::AtomicU64,
+    /// Set by `finish`: the start-up walk of the store is not waited for.
+    stopping: Arc<std::sync::atomic::AtomicBool>,
     thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -144,11 +146,13 @@ impl Writer {
         let q = Arc::clone(&queued);
         let pending = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let p = Arc::clone(&pending);
+        let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = Arc::clone(&stopping);
         let thread = std::thread::Builder::new()
             .name("gtio-store".into())
             .spawn(move || {
                 lower_priority();
-                store.scan();
+                store.scan_unless(&|| stop.load(std::sync::atomic::Ordering::Relaxed));
                 while let Ok(first) = rx.recv() {
                     let mut staged = Vec::new();
                     let mut claims = Vec::new();
@@ -175,6 +179,7 @@ impl Writer {
             tx: std::sync::Mutex::new(thread.as_ref().map(|_| tx)),
             queued,
             pending,
+            stopping,
             limit,
             skipped: std::sync::atomic::AtomicU64::new(0),
             thread: std::sync::Mutex::new(thread),
@@ -218,6 +223,8 @@ impl Writer {
 
     /// Write what is queued, then stop.
     pub fn finish(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         drop(self.tx.lock().unwrap_or_else(|e| e.into_inner()).take());
         if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = t.join();

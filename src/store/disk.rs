@@ -193,8 +193,14 @@ impl DiskStore {
     /// not done yet: the writer thread does it when it starts, so an open
     /// never waits for a walk of a large store; a save does it first too.
     pub fn scan(&self) {
-        if !self.lock().scanned {
-            self.rescan();
+        self.scan_unless(&|| false);
+    }
+
+    /// [`DiskStore::scan`], given up (leaving the index to a later scan)
+    /// as soon as `abort` says so: a process that is done before the walk
+    /// of a large store is should not wait for it at exit.
+    pub fn scan_unless(&self, abort: &dyn Fn() -> bool) {
+        if !self.lock().scanned && self.rescan_unless(abort) {
             self.evict_to_bound();
         }
     }
@@ -439,11 +445,20 @@ impl DiskStore {
     /// Rebuild the index from the directories: sizes and mtimes only, least
     /// recently used (oldest mtime) first.
     fn rescan(&self) {
+        self.rescan_unless(&|| false);
+    }
+
+    /// `rescan`, unless `abort` (asked between directories) stops it
+    /// first; whether it completed.
+    fn rescan_unless(&self, abort: &dyn Fn() -> bool) -> bool {
         let mut found: Vec<(SystemTime, String, u64)> = Vec::new();
         let Ok(shards) = fs::read_dir(self.root.join("pieces")) else {
-            return;
+            return true;
         };
         for shard in shards.flatten() {
+            if abort() {
+                return false;
+            }
             let Ok(entries) = fs::read_dir(shard.path()) else {
                 continue;
             };
@@ -477,6 +492,7 @@ impl DiskStore {
         index.total = total;
         index.written_since_scan = 0;
         index.scanned = true;
+        true
     }
 
     /// Temporary files whose writer is gone (a crash mid-write), and the
