@@ -152,7 +152,9 @@ fn kill_9_during_piece_writes_never_leaves_a_bad_piece() {
     }
     // Every piece file that exists verifies; no temporaries are left once a
     // store opens again.
-    let store = DiskStore::open(&cache, 10 << 30).unwrap();
+    let store = DiskStore::open(&cache, 10 << 30)
+        .unwrap()
+        .with_check(gtio::engine::verify::sha1_matches);
     let pieces = store.root().join("pieces");
     let mut checked = 0;
     for shard in std::fs::read_dir(&pieces).unwrap() {
@@ -288,13 +290,130 @@ fn a_full_disk_degrades_to_memory_only_and_reads_still_succeed() {
     let bytes = data(4 << 20, 5);
     let origin = FaultyOrigin::start(vec![("/data.bin".into(), bytes.clone())]);
     let t = torrent(&dir, &origin, &bytes, 16);
-    let out = gtio(&mnt).arg("cat").arg(&t).output().unwrap();
+    let out = gtio(&mnt)
+        .args(["cat", "--stats"])
+        .arg(&t)
+        .output()
+        .unwrap();
     let _ = Command::new("umount").arg(&mnt).status();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
     assert!(out.stdout == bytes);
+    // One warning, in the summary (from the statistics' `store_warning`).
+    assert_eq!(err.matches("store warning: ").count(), 1, "stderr: {err}");
+    assert!(err.contains("(ENOSPC)"), "stderr: {err}");
+    // And a store with room gives none.
+    let roomy = dir.join("roomy");
+    let out = gtio(&roomy)
+        .args(["cat", "--stats"])
+        .arg(&t)
+        .output()
+        .unwrap();
+    assert!(out.stdout == bytes);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("store warning"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The piece files under a cache directory's store.
+fn piece_files(cache: &Path) -> Vec<PathBuf> {
+    let mut v = walk(&cache.join("gtio-store-v1/pieces"));
+    v.sort();
+    v
+}
+
+#[test]
+fn corrupted_truncated_and_empty_piece_files_are_refetched_not_served() {
+    let dir = tempdir("spoiled");
+    let bytes = data(3 << 20, 6);
+    let origin = FaultyOrigin::start(vec![("/data.bin".into(), bytes.clone())]);
+    let t = torrent(&dir, &origin, &bytes, 16);
+    let cache = dir.join("cache");
+    assert!(cat(&cache, &t) == bytes);
+    let files = piece_files(&cache);
+    assert_eq!(files.len(), 48, "every 64 KiB piece stored");
+    // One of each kind of damage, on three different pieces.
+    let mut b = std::fs::read(&files[3]).unwrap();
+    b[1000] ^= 0x10;
+    std::fs::write(&files[3], b).unwrap();
+    let b = std::fs::read(&files[17]).unwrap();
+    std::fs::write(&files[17], &b[..b.len() / 2]).unwrap();
+    std::fs::write(&files[30], b"").unwrap();
+    let before = origin_bytes(&origin);
+    assert!(cat(&cache, &t) == bytes, "a damaged piece was served");
+    assert_eq!(
+        origin_bytes(&origin) - before,
+        3 << 16,
+        "exactly the three damaged pieces are fetched again"
+    );
+    // They were replaced by good copies: a third run fetches nothing.
+    let before = origin_bytes(&origin);
+    assert!(cat(&cache, &t) == bytes);
+    assert_eq!(origin_bytes(&origin), before);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_store_stays_within_cache_dir_bytes() {
+    let dir = tempdir("bound");
+    let bytes = data(4 << 20, 7);
+    let origin = FaultyOrigin::start(vec![("/data.bin".into(), bytes.clone())]);
+    let t = torrent(&dir, &origin, &bytes, 16);
+    let cache = dir.join("cache");
+    let bound: u64 = 1 << 20;
+    for _ in 0..2 {
+        let out = gtio(&cache)
+            .env("GTIO_CACHE_DIR_BYTES", bound.to_string())
+            .arg("cat")
+            .arg(&t)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        assert!(out.stdout == bytes);
+        let used: u64 = piece_files(&cache)
+            .iter()
+            .map(|f| std::fs::metadata(f).unwrap().len())
+            .sum();
+        // Never over by more than one piece (64 KiB and its trailer).
+        assert!(
+            used <= bound + (64 << 10) + 40,
+            "{used} bytes stored for a bound of {bound}"
+        );
+        assert!(used >= bound / 2, "the store kept almost nothing: {used}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_object_replaced_at_the_origin_is_not_served_from_the_store() {
+    let dir = tempdir("replaced");
+    let old = data(1 << 20, 8);
+    let new = data(1 << 20, 9);
+    let origin = FaultyOrigin::start(vec![("/obj.bin".into(), old.clone())]);
+    let url = origin.url("/obj.bin");
+    let cache = dir.join("cache");
+    let read = || {
+        let out = gtio(&cache).arg("cat").arg(&url).output().unwrap();
+        assert!(out.status.success());
+        out.stdout
+    };
+    assert!(read() == old);
+    let stored = piece_files(&cache);
+    assert!(!stored.is_empty(), "the object's blocks were not stored");
+    assert!(stored
+        .iter()
+        .all(|f| f.file_name().unwrap().to_str().unwrap().starts_with("o-")));
+    // Served from the store while the object is unchanged...
+    let before = origin_bytes(&origin);
+    assert!(read() == old);
+    assert_eq!(
+        origin_bytes(&origin),
+        before,
+        "an unchanged object was fetched again"
+    );
+    // ...and never once it changed (same size, new ETag and Last-Modified).
+    origin.set_object("/obj.bin", new.clone());
+    let before = origin_bytes(&origin);
+    assert!(read() == new, "old pieces served for a replaced object");
+    assert!(origin_bytes(&origin) - before >= new.len() as u64);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -482,6 +482,14 @@ fn print_stats() {
         h(s.bytes_redundant),
         h(s.bytes_hash_failed),
     );
+    // The persistent store's warning (a full disk), once, if there is one.
+    let warning = gtio::runtime::get().ok().and_then(|rt| {
+        rt.engine().store_settle();
+        rt.engine().gauges(None).store_warning
+    });
+    if let Some(w) = warning {
+        let _ = writeln!(std::io::stderr(), "stats: store warning: {w}");
+    }
 }
 
 fn get(

@@ -73,6 +73,15 @@ impl PieceBuf {
     }
 }
 
+impl PieceBuf {
+    /// The bytes as a plain vector (for code outside the engine, like the
+    /// persistent store, that fills a buffer it cannot name); wrapped again
+    /// with `From<Vec<u8>>`, it goes back to the pool when dropped.
+    pub fn into_vec(mut self) -> Vec<u8> {
+        std::mem::take(&mut self.data)
+    }
+}
+
 impl std::fmt::Debug for PieceBuf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "PieceBuf({} bytes)", self.data.len())

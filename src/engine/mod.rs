@@ -327,7 +327,12 @@ impl Engine {
         config: &Config,
         store: Option<crate::store::DiskStore>,
     ) -> Arc<Engine> {
-        let store = store.map(Arc::new);
+        let store = store.map(|s| {
+            Arc::new(
+                s.with_check(verify::sha1_matches)
+                    .with_buffers(|len| buffers::PieceBuf::reuse(len).into_vec()),
+            )
+        });
         // A quarter of the memory cache may wait to be written.
         let store_writer = store
             .as_ref()
@@ -903,6 +908,7 @@ impl Engine {
             peers_connected: 0,
             cache_bytes_used: self.cache.bytes(),
             store_bytes_used: self.store.as_ref().map_or(0, |s| s.stats().bytes_used),
+            store_warning: self.store.as_ref().and_then(|s| s.stats().warning),
         }
     }
 
@@ -919,6 +925,15 @@ impl Engine {
             retries: l(&c.retries),
             cache_hits: stats::process_wide().cache_hits,
             store_hits: l(&c.store_hits),
+        }
+    }
+
+    /// Wait (bounded) until the pieces fetched so far are in the store, or
+    /// given up: a summary printed next (`--stats`) then shows the store's
+    /// state, including a full disk.
+    pub fn store_settle(&self) {
+        if let Some(w) = &self.store_writer {
+            w.wait_idle(std::time::Duration::from_secs(10));
         }
     }
 

@@ -341,6 +341,9 @@ pub struct Gauges {
     pub peers_connected: u64,
     pub cache_bytes_used: u64,
     pub store_bytes_used: u64,
+    /// The persistent store's one warning (a full disk turned it to memory
+    /// only), as `store_warning` (null without one); beyond DESIGN's list.
+    pub store_warning: Option<String>,
 }
 
 /// The JSON object of `gtio_stats_json` (DESIGN.md, "Statistics").
@@ -388,6 +391,25 @@ pub fn to_json(s: &Snapshot, g: &Gauges) -> String {
         "],\"peers_connected\":{},\"cache_bytes_used\":{},\"store_bytes_used\":{}",
         g.peers_connected, g.cache_bytes_used, g.store_bytes_used
     );
+    match &g.store_warning {
+        None => o.push_str(",\"store_warning\":null"),
+        Some(w) => {
+            o.push_str(",\"store_warning\":\"");
+            for c in w.chars() {
+                match c {
+                    '"' | '\\' => {
+                        o.push('\\');
+                        o.push(c);
+                    }
+                    c if (c as u32) < 0x20 => {
+                        let _ = write!(o, "\\u{:04x}", c as u32);
+                    }
+                    c => o.push(c),
+                }
+            }
+            o.push('"');
+        }
+    }
     for (name, h) in [("first_byte_us", &s.first_byte_us), ("read_us", &s.read_us)] {
         let _ = write!(o, ",\"{name}\":{{");
         for (i, n) in h.iter().enumerate() {
