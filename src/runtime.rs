@@ -122,6 +122,19 @@ pub fn init(config: Config) -> Result<()> {
     Ok(())
 }
 
+/// At process exit: wait at most `timeout` for the persistent store's writer
+/// to commit what is queued. Skipped when the runtime's lock is held (exit
+/// must not deadlock) or the runtime was inherited through fork().
+pub fn settle_store_at_exit(timeout: std::time::Duration) {
+    let rt = match CURRENT.get().try_lock() {
+        Ok(slot) => slot.clone(),
+        Err(_) => return,
+    };
+    if let Some(rt) = rt.filter(|rt| rt.is_current_process()) {
+        rt.engine.store_settle(timeout);
+    }
+}
+
 /// Whether a runtime runs in this process now.
 pub fn is_running() -> bool {
     let mut slot = lock();

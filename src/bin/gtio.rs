@@ -484,7 +484,7 @@ fn print_stats() {
     );
     // The persistent store's warning (a full disk), once, if there is one.
     let warning = gtio::runtime::get().ok().and_then(|rt| {
-        rt.engine().store_settle();
+        rt.engine().store_settle(std::time::Duration::from_secs(10));
         rt.engine().gauges(None).store_warning
     });
     if let Some(w) = warning {

@@ -931,9 +931,9 @@ impl Engine {
     /// Wait (bounded) until the pieces fetched so far are in the store, or
     /// given up: a summary printed next (`--stats`) then shows the store's
     /// state, including a full disk.
-    pub fn store_settle(&self) {
+    pub fn store_settle(&self, timeout: std::time::Duration) {
         if let Some(w) = &self.store_writer {
-            w.wait_idle(std::time::Duration::from_secs(10));
+            w.wait_idle(timeout);
         }
     }
 

@@ -61,11 +61,12 @@ fn dispatch(c: Completion) {
     unsafe { complete_usercb(c.result, arg) };
 }
 
-/// Hooks the C API needs before its first use: the poller's dispatcher and
-/// fork tracking.
+/// Hooks the C API needs before its first use: the poller's dispatcher, fork
+/// tracking and the store's commit at exit.
 pub(super) fn install_dispatcher() {
     runtime::set_dispatcher(dispatch);
     super::fork::install();
+    super::at_exit::install();
 }
 
 /// Submit a read of `count` bytes at `offset` into `buf`. Returns 0 when

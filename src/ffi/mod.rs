@@ -23,6 +23,7 @@ pub mod registry;
 pub mod types;
 
 mod async_io;
+mod at_exit;
 mod fork;
 mod io;
 mod library;
