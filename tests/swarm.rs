@@ -954,3 +954,111 @@ fn two_opens_share_one_swarm_until_the_last_close() {
     drop(b);
     ot.wait_for(&m.info_hash, (1, 0), Duration::from_secs(5));
 }
+
+/// A demand piece is asked for before readahead queued ahead of it: with
+/// one slow peer serving blocks in request order, a piece a reader comes to
+/// wait for overtakes the readahead pieces not yet requested.
+#[test]
+fn a_demand_piece_is_requested_before_queued_readahead() {
+    let dir = tempdir();
+    // 64 pieces of two blocks each (mktorrent makes 32 KiB at least).
+    let (data, m, _t) = make_single(&dir, 64 << 15, 41, &[], 15);
+    let data = Arc::new(data);
+    let bad = BadPeer::start(
+        Mode::Slow(5),
+        m.info_hash,
+        Arc::clone(&data),
+        m.piece_length,
+    );
+    let s = Arc::new(Swarm::join(info_of(&m), &[], &Settings::default()).unwrap());
+    s.add_peers(vec![bad.addr]);
+    wait_until("the peer's unchoke", Duration::from_secs(5), || {
+        s.stats().peers_unchoked == 1
+    });
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let readahead = {
+        let (s, order) = (Arc::clone(&s), Arc::clone(&order));
+        std::thread::spawn(move || {
+            s.fetch(
+                0..64,
+                &mut |p, r| {
+                    r.unwrap();
+                    order.lock().unwrap().push(p);
+                },
+                Instant::now() + Duration::from_secs(20),
+            )
+        })
+    };
+    wait_until("the first readahead piece", Duration::from_secs(5), || {
+        !order.lock().unwrap().is_empty()
+    });
+    // A reader now waits for the last piece.
+    s.demand(63);
+    let mut got = None;
+    s.fetch(
+        63..64,
+        &mut |_, r| got = Some(r.unwrap()),
+        Instant::now() + Duration::from_secs(20),
+    )
+    .unwrap();
+    assert!(got.unwrap()[..] == data[63 << 15..]);
+    readahead.join().unwrap().unwrap();
+    let order = order.lock().unwrap();
+    assert_eq!(order.len(), 64);
+    let at = order.iter().position(|&p| p == 63).unwrap();
+    // Without priority it would come last (64th): it waits only for the
+    // blocks already in the peer's pipeline (32 before its rate is known).
+    assert!(at < 45, "piece 63 came {}th: {order:?}", at + 1);
+}
+
+/// The last blocks of a demand piece that a slow peer owes are asked of a
+/// faster one too, before readahead, and the slow one gets cancels. The
+/// fast peer has only the demand pieces, so readahead (from the slow peer
+/// alone) keeps blocks missing and the classic endgame never starts: only
+/// the demand endgame moves the slow peer's blocks.
+#[test]
+fn a_slow_peers_blocks_of_a_demand_piece_go_to_a_faster_one() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let dir = tempdir();
+    // 1 MiB pieces: 64 blocks, more than one peer's first pipeline.
+    let (data, m, _t) = make_single(&dir, 8 << 20, 43, &[], 20);
+    let data = Arc::new(data);
+    let start = |mode| BadPeer::start(mode, m.info_hash, Arc::clone(&data), m.piece_length);
+    let (slow, fast) = (start(Mode::Slow(400)), start(Mode::Partial(4)));
+    let s = Arc::new(Swarm::join(info_of(&m), &[], &Settings::default()).unwrap());
+    s.add_peers(vec![slow.addr, fast.addr]);
+    wait_until("both peers' unchoke", Duration::from_secs(10), || {
+        s.stats().peers_unchoked == 2
+    });
+    // Readahead of pieces only the slow peer has: not finished while the
+    // test runs (left to end at its deadline after the peers are gone).
+    let ra = Arc::clone(&s);
+    std::thread::spawn(move || {
+        let _ = ra.fetch(
+            4..8,
+            &mut |_, _| {},
+            Instant::now() + Duration::from_secs(20),
+        );
+    });
+    for p in 0..4u32 {
+        s.demand(p);
+        let mut got = None;
+        s.fetch(
+            p..p + 1,
+            &mut |_, r| got = Some(r.unwrap()),
+            Instant::now() + Duration::from_secs(30),
+        )
+        .unwrap_or_else(|f| panic!("piece {p}: {}", f.error));
+        let at = (p as usize) << 20;
+        assert!(got.unwrap()[..] == data[at..at + (1 << 20)], "piece {p}");
+    }
+    let (served, cancels) = (slow.served.load(Relaxed), slow.cancels.load(Relaxed));
+    // Without the demand endgame the slow peer serves every block of the
+    // demand pieces it was asked for (32 of piece 0 alone), uncancelled.
+    assert!(
+        cancels > 0,
+        "no cancel reached the slow peer (it served {served})"
+    );
+    assert!(served <= 12, "the slow peer served {served} blocks");
+    assert!(fast.served.load(Relaxed) >= 4 * 64 - served);
+}

@@ -101,6 +101,10 @@ impl PieceSource for SwarmSource {
         "the BitTorrent swarm".into()
     }
 
+    fn demand(&self, piece: u32) {
+        self.swarm.demand(piece);
+    }
+
     fn fetch(
         &self,
         pieces: Range<u32>,
@@ -410,6 +414,10 @@ impl PieceProvider for TorrentProvider {
 
     fn take_redundant_bytes(&self) -> u64 {
         self.sources.take_redundant_bytes()
+    }
+
+    fn demand(&self, piece: u32) {
+        self.sources.demand(piece);
     }
 
     fn fetch(

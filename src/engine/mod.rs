@@ -72,6 +72,10 @@ pub trait PieceProvider: Send + Sync {
     fn keys_persist(&self) -> bool {
         true
     }
+    /// A demand read (urgent) waits for `piece`, queued or in flight: a
+    /// provider that orders its own requests (the swarm) serves it before
+    /// readahead. Called outside the engine's locks.
+    fn demand(&self, _piece: u32) {}
     /// Peer connections serving this dataset now (its swarm's), for the
     /// statistics' `peers_connected`.
     fn peers_connected(&self) -> u64 {
@@ -418,6 +422,7 @@ impl Engine {
         let mut ready = Vec::new();
         let mut missing: Vec<(u32, u64)> = Vec::new();
         let mut promote = Vec::new();
+        let mut demanded = Vec::new();
         let mut misses = 0u64;
         {
             let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
@@ -429,6 +434,7 @@ impl Engine {
                     misses += 1;
                     if urgent {
                         promote.push(f.job);
+                        demanded.push(piece);
                     }
                     continue;
                 }
@@ -439,6 +445,9 @@ impl Engine {
                     continue;
                 }
                 misses += 1;
+                if urgent {
+                    demanded.push(piece);
+                }
                 let job = self.job_for(&mut missing, piece, provider.max_run());
                 flights.insert(
                     key,
@@ -456,6 +465,9 @@ impl Engine {
         }
         for id in promote {
             self.scheduler.promote(id);
+        }
+        for piece in demanded {
+            provider.demand(piece);
         }
         for (waiter, piece) in ready {
             waiter.deliver(&Ok(piece));

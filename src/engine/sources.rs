@@ -64,6 +64,8 @@ pub trait PieceSource: Send + Sync {
     fn has(&self, _piece: u32) -> bool {
         true
     }
+    /// A demand read waits for `piece` (`PieceProvider::demand`).
+    fn demand(&self, _piece: u32) {}
     /// Send the bytes of `pieces`, each piece whole, in any order. Not
     /// verified here: the set checks every piece.
     fn fetch(
@@ -307,6 +309,13 @@ impl SourceSet {
         result
     }
 
+    /// A demand read waits for `piece`: every source hears it.
+    pub fn demand(&self, piece: u32) {
+        for e in &self.entries {
+            e.source.demand(piece);
+        }
+    }
+
     /// Bytes of second copies since the last call.
     pub fn take_redundant_bytes(&self) -> u64 {
         self.counts.redundant.swap(0, Ordering::Relaxed)
@@ -369,6 +378,10 @@ impl PieceProvider for MultiSource {
 
     fn take_hash_failed_bytes(&self) -> u64 {
         self.sources.take_hash_failed_bytes()
+    }
+
+    fn demand(&self, piece: u32) {
+        self.sources.demand(piece);
     }
 
     fn take_redundant_bytes(&self) -> u64 {

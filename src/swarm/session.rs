@@ -17,11 +17,24 @@
 //!   `have-none` when the fast extension is on, and
 //!   `interested`.
 //! - **Requests.** A peer that unchoked us (or allowed a piece fast) gets
-//!   16 KiB block requests up to its `reqq` (at most
-//!   [`peer::MAX_PIPELINE`]), taken from the oldest wanted pieces first, so a
-//!   piece is spread over every peer with room. When no block is missing,
-//!   the blocks of the oldest pieces owed by one peer are also asked of
-//!   another (endgame) and the loser gets a `cancel`.
+//!   16 KiB block requests up to its pipeline depth, taken from demand
+//!   pieces (a reader waits for them) first, then readahead pieces, each in
+//!   the order they were wanted (`pieces`). A piece is spread over every
+//!   peer with room, so several peers fill one demand piece at once. A
+//!   peer's depth follows its measured rate: about [`QUEUE_TIME`] of its
+//!   bytes (at least [`peer::MIN_PIPELINE`] blocks, at most its `reqq` and
+//!   [`peer::MAX_PIPELINE`]; [`peer::INITIAL_PIPELINE`] until measured), so
+//!   a slow peer holds few blocks and a fast one keeps its pipe full.
+//! - **Endgame.** When every block of a demand piece is asked for, a peer
+//!   with room, before it takes readahead, also asks for the blocks that one
+//!   other peer owes and that it would deliver clearly sooner (the owing
+//!   peer's queue ahead of the block at its rate is more than twice this
+//!   peer's, or the owing peer is not measured yet and the block has waited
+//!   [`ENDGAME_UNMEASURED`]); a block waits at least [`ENDGAME_MIN_AGE`]
+//!   first, so equal peers do not double every request. Whichever copy comes
+//!   first is kept and the other peer gets a `cancel`. When no block of any
+//!   piece is missing, the blocks of the oldest pieces owed by one peer are
+//!   asked of another too (the classic endgame).
 //! - **Faults.** A peer that owes blocks and sends none for [`STALL`] has
 //!   them handed to other peers (a late answer is still taken); one silent
 //!   for [`STALL_DROP`] is dropped, and so is one that never unchokes us
@@ -76,6 +89,12 @@ pub const IDLE_DROP: Duration = Duration::from_secs(150);
 const TICK: Duration = Duration::from_millis(100);
 /// How many of the oldest pieces endgame considers.
 const ENDGAME_PIECES: usize = 4;
+/// A peer's pipeline holds about this much of its measured rate.
+pub const QUEUE_TIME: Duration = Duration::from_millis(500);
+/// A block of a demand piece is asked of a second peer no sooner than this.
+pub const ENDGAME_MIN_AGE: Duration = Duration::from_millis(20);
+/// ... and, when the peer owing it has no measured rate yet, this.
+pub const ENDGAME_UNMEASURED: Duration = Duration::from_millis(300);
 /// Peer errors kept per torrent for error messages.
 const KEEP_ERRORS: usize = 8;
 
@@ -123,7 +142,15 @@ pub enum Cmd {
         piece: u32,
         fetch: u64,
         exclusive: bool,
+        /// A reader waits for it (else readahead).
+        demand: bool,
         reply: Sender<Delivery>,
+    },
+    /// A reader now waits for `piece`: if it is wanted as readahead, it
+    /// becomes demand (before all readahead).
+    Demand {
+        torrent: u64,
+        piece: u32,
     },
     Unwant {
         torrent: u64,
@@ -354,12 +381,20 @@ impl Loop {
                 piece,
                 fetch,
                 exclusive,
+                demand,
                 reply,
             } => {
                 if let Some(t) = self.torrents.get_mut(&torrent) {
                     let len = t.spec.decoder.piece_size(piece) as u32;
                     if len > 0 {
-                        t.jobs.want(piece, len, fetch, reply, exclusive);
+                        t.jobs.want(piece, len, fetch, reply, exclusive, demand);
+                        self.dirty.insert(torrent);
+                    }
+                }
+            }
+            Cmd::Demand { torrent, piece } => {
+                if let Some(t) = self.torrents.get_mut(&torrent) {
+                    if t.jobs.demand(piece) {
                         self.dirty.insert(torrent);
                     }
                 }

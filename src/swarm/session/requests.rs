@@ -1,5 +1,6 @@
 //! Messages from peers, and the requests we send them: blocks assembled
-//! into pieces, pipelines filled from the oldest wanted pieces, endgame.
+//! into pieces, pipelines filled demand pieces first, then readahead, the
+//! endgame of demand pieces and the classic one (session docs).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -8,9 +9,9 @@ use std::time::Instant;
 
 use mio::Token;
 
-use super::{Loop, ENDGAME_PIECES};
-use crate::swarm::peer::{State, REJECT_BACKOFF};
-use crate::swarm::pieces::{BlockState, Delivery};
+use super::{Loop, ENDGAME_MIN_AGE, ENDGAME_PIECES, ENDGAME_UNMEASURED, QUEUE_TIME};
+use crate::swarm::peer::{Peer, State, REJECT_BACKOFF};
+use crate::swarm::pieces::{BlockState, Delivery, READAHEAD_SEQ};
 use crate::swarm::wire::{self, BlockRef, Message, BLOCK};
 
 impl Loop {
@@ -133,6 +134,7 @@ impl Loop {
             return;
         }
         p.snubbed = false;
+        p.window_bytes += u64::from(r.len);
         if !p.outstanding.is_empty() {
             p.waiting_since = Some(Instant::now());
         }
@@ -201,12 +203,11 @@ impl Loop {
         }
     }
 
-    /// Give peer `tok` requests up to its pipeline depth.
+    /// Give peer `tok` requests up to its pipeline depth: missing blocks of
+    /// demand pieces, then the demand endgame, then missing blocks of
+    /// readahead pieces, then the classic endgame (session docs).
     pub(super) fn fill(&mut self, tok: Token) {
-        let Some(p) = self.peers.get_mut(&tok) else {
-            return;
-        };
-        let Some(t) = self.torrents.get_mut(&p.torrent) else {
+        let Some(p) = self.peers.get(&tok) else {
             return;
         };
         if p.state != State::Active || p.snubbed {
@@ -215,16 +216,35 @@ impl Loop {
         if p.choking_us && p.allowed_fast.is_empty() {
             return;
         }
-        let cap = p.pipeline();
-        if p.outstanding.len() >= cap {
+        if self.fill_missing(tok, true) {
             return;
+        }
+        self.demand_endgame(tok);
+        if self.fill_missing(tok, false) {
+            return;
+        }
+        self.endgame(tok);
+    }
+
+    /// Ask `tok` for missing blocks of open pieces in order (only demand
+    /// pieces when `demand_only`). True when its pipeline is full.
+    fn fill_missing(&mut self, tok: Token, demand_only: bool) -> bool {
+        let Some(p) = self.peers.get_mut(&tok) else {
+            return true;
+        };
+        let Some(t) = self.torrents.get_mut(&p.torrent) else {
+            return true;
+        };
+        let cap = p.pipeline(QUEUE_TIME);
+        if p.outstanding.len() >= cap {
+            return true;
         }
         let now = Instant::now();
         let mut closed = Vec::new();
         // Bounded scan: a peer that has few of the open pieces must not make
         // every call walk thousands of them.
         for &(seq, piece) in t.jobs.open.iter().take(256) {
-            if p.outstanding.len() >= cap {
+            if p.outstanding.len() >= cap || (demand_only && seq >= READAHEAD_SEQ) {
                 break;
             }
             let Some(j) = t.jobs.by_piece.get_mut(&piece) else {
@@ -260,11 +280,72 @@ impl Loop {
         for c in closed {
             t.jobs.open.remove(&c);
         }
+        p.outstanding.len() >= cap
+    }
+
+    /// The endgame of demand pieces: blocks another peer owes that `tok`
+    /// would clearly deliver sooner are asked of it too (session docs).
+    fn demand_endgame(&mut self, tok: Token) {
+        // Out of the map while the others are looked at.
+        let Some(mut p) = self.peers.remove(&tok) else {
+            return;
+        };
+        let cap = p.pipeline(QUEUE_TIME);
+        if let Some(t) = self.torrents.get_mut(&p.torrent) {
+            let now = Instant::now();
+            let pieces: Vec<u32> = t
+                .jobs
+                .order
+                .range(..READAHEAD_SEQ)
+                .take(ENDGAME_PIECES)
+                .map(|(_, &piece)| piece)
+                .collect();
+            'pieces: for piece in pieces {
+                let Some(j) = t.jobs.by_piece.get_mut(&piece) else {
+                    continue;
+                };
+                if j.exclusive || !p.may_request(piece) {
+                    continue;
+                }
+                for i in 0..j.blocks.len() {
+                    if p.outstanding.len() >= cap {
+                        break 'pieces;
+                    }
+                    let r = j.block_ref(piece, i);
+                    let b = &mut j.blocks[i];
+                    if b.state != BlockState::Requested || b.reqs.len() != 1 {
+                        continue;
+                    }
+                    let Some(q) = self.peers.get(&b.reqs[0]) else {
+                        continue;
+                    };
+                    if !sooner(&p, q, &r, now) {
+                        continue;
+                    }
+                    b.reqs.push(tok);
+                    p.outstanding.push((r, now));
+                    p.waiting_since.get_or_insert(now);
+                    p.queue(&Message::Request(r));
+                }
+            }
+        }
+        self.peers.insert(tok, p);
+    }
+
+    /// The classic endgame: nothing is missing; ask this peer too for the
+    /// blocks of the oldest pieces that another peer alone owes.
+    fn endgame(&mut self, tok: Token) {
+        let Some(p) = self.peers.get_mut(&tok) else {
+            return;
+        };
+        let Some(t) = self.torrents.get_mut(&p.torrent) else {
+            return;
+        };
+        let cap = p.pipeline(QUEUE_TIME);
         if !t.jobs.open.is_empty() || p.outstanding.len() >= cap {
             return;
         }
-        // Endgame: nothing is missing; ask this peer too for the blocks of
-        // the oldest pieces that another peer alone owes.
+        let now = Instant::now();
         let oldest: Vec<u32> = t
             .jobs
             .order
@@ -293,5 +374,24 @@ impl Loop {
                 }
             }
         }
+    }
+}
+
+/// Whether `p` would deliver block `r`, which `q` owes, clearly sooner
+/// than `q` will (the demand endgame's rule, session docs).
+fn sooner(p: &Peer, q: &Peer, r: &BlockRef, now: Instant) -> bool {
+    let Some(&(_, at)) = q.outstanding.iter().find(|(o, _)| o == r) else {
+        return false;
+    };
+    let age = now.saturating_duration_since(at);
+    if age < ENDGAME_MIN_AGE {
+        return false;
+    }
+    // Blocks q was asked for no later than this one: its queue ahead.
+    let ahead = q.outstanding.iter().filter(|(_, t)| *t <= at).count();
+    match q.eta(ahead) {
+        // p unmeasured counts as fast: it has room and nothing to show yet.
+        Some(q_eta) => q_eta > 2.0 * p.eta(p.outstanding.len() + 1).unwrap_or(0.0),
+        None => age >= ENDGAME_UNMEASURED,
     }
 }
