@@ -1062,3 +1062,99 @@ fn a_slow_peers_blocks_of_a_demand_piece_go_to_a_faster_one() {
     assert!(served <= 12, "the slow peer served {served} blocks");
     assert!(fast.served.load(Relaxed) >= 4 * 64 - served);
 }
+
+/// A number in a stats JSON object: `path` like `bytes_fetched.peer`.
+fn json_u64(json: &str, path: &str) -> u64 {
+    let mut rest = json;
+    for key in path.split('.') {
+        rest = rest
+            .split(&format!("\"{key}\":"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no {path} in {json}"));
+    }
+    rest.split([',', '}'])
+        .next()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{path} is not a number in {json}"))
+}
+
+/// A torrent with a web seed (nginx) and a libtorrent peer read through
+/// the C ABI: the statistics count `bytes_fetched` by the source that
+/// served each piece, both kinds served some, and together they are the
+/// torrent (each piece counted once; second copies are `bytes_redundant`).
+#[test]
+fn mixed_torrent_counts_bytes_fetched_by_source_kind() {
+    use gtio::ffi::{gtio_close, gtio_open_uri, gtio_pread, gtio_stats_json, GTIO_Error};
+    let dir = tempdir();
+    let len = (6 << 20) + 777;
+    let data = test_data(len, 61);
+    let src = dir.join("seed");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("data.bin"), &data).unwrap();
+    let ngx = support::nginx::Nginx::start(&src);
+    let mk = |announce: &str| {
+        let t = dir.join("mixed.torrent");
+        let _ = std::fs::remove_file(&t);
+        let st = std::process::Command::new("mktorrent")
+            .args(["-a", announce, "-w", &ngx.url("data.bin"), "-l", "16", "-o"])
+            .arg(&t)
+            .arg(src.join("data.bin"))
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success());
+        t
+    };
+    let m0 = metainfo::parse(&read(&mk("http://127.0.0.1:1/announce"))).unwrap();
+    let ot = Opentracker::start(&[m0.info_hash]);
+    let t = mk(&ot.http_announce());
+    let m = metainfo::parse(&read(&t)).unwrap();
+    let _seed = LtSeed::start(&t, &src);
+    ot.wait_for(&m.info_hash, (1, 0), Duration::from_secs(15));
+    let mut err = GTIO_Error {
+        code: 0,
+        http_status: 0,
+        message: [0; 512],
+    };
+    let uri = std::ffi::CString::new(format!("file://{}", t.display())).unwrap();
+    let h = gtio_open_uri(uri.as_ptr(), std::ptr::null(), &mut err);
+    assert!(!h.is_null(), "gtio_open_uri: errno {}", err.code);
+    let stats = |err: &mut GTIO_Error| {
+        let mut json = vec![0u8; 1 << 16];
+        let n = gtio_stats_json(h, json.as_mut_ptr().cast(), json.len(), err);
+        assert!(n > 0, "gtio_stats_json: errno {}", err.code);
+        String::from_utf8_lossy(&json[..n as usize]).to_string()
+    };
+    let mut buf = vec![0u8; len];
+    let mut at = 0;
+    let mut waited = false;
+    while at < len {
+        let n = gtio_pread(
+            h,
+            buf[at..].as_mut_ptr().cast(),
+            (len - at).min(256 << 10),
+            at as u64,
+            &mut err,
+        );
+        assert!(n > 0, "gtio_pread: errno {}", err.code);
+        at += n as usize;
+        if !waited {
+            // The web seed served the first read; let the peer connect
+            // before the rest.
+            waited = true;
+            wait_until("a peer", Duration::from_secs(10), || {
+                json_u64(&stats(&mut err), "peers_connected") >= 1
+            });
+        }
+    }
+    assert!(buf == data, "bytes differ");
+    let json = stats(&mut err);
+    let (webseed, peer) = (
+        json_u64(&json, "bytes_fetched.webseed"),
+        json_u64(&json, "bytes_fetched.peer"),
+    );
+    assert!(webseed > 0 && peer > 0, "{json}");
+    assert_eq!(webseed + peer, len as u64, "{json}");
+    assert_eq!(json_u64(&json, "bytes_fetched.http"), 0, "{json}");
+    assert_eq!(gtio_close(h, &mut err), 0);
+}

@@ -754,7 +754,10 @@ impl Engine {
                         self.counters
                             .bytes_fetched
                             .fetch_add(d.len() as u64, Ordering::Relaxed);
-                        stats.fetched(kind, d.len() as u64);
+                        // By the source that served it (a torrent's web seed
+                        // or peer), else the dataset's kind.
+                        let from = sources::delivering_kind().unwrap_or(kind);
+                        stats.fetched(from, d.len() as u64);
                     }
                     let key = provider.key(piece);
                     let to_store = data.as_ref().ok().map(Arc::clone);

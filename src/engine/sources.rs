@@ -54,6 +54,21 @@ const IN_TRANSIT: usize = 16;
 /// available.
 pub const COOLDOWN: Duration = Duration::from_secs(5);
 
+thread_local! {
+    /// The kind of the source whose piece [`SourceSet::fetch`] is handing
+    /// to its caller right now (the caller's `deliver` runs on this thread,
+    /// inside that call).
+    static DELIVERING: std::cell::Cell<Option<SourceKind>> = const { std::cell::Cell::new(None) };
+}
+
+/// Inside a `deliver` called by [`SourceSet::fetch`]: the kind of source the
+/// piece came from, so the engine counts `bytes_fetched` by the source that
+/// served each piece (a torrent's web seeds and peers apart), not by the
+/// dataset's kind. `None` elsewhere.
+pub fn delivering_kind() -> Option<SourceKind> {
+    DELIVERING.with(|d| d.get())
+}
+
 /// One place pieces come from.
 pub trait PieceSource: Send + Sync {
     fn kind(&self) -> SourceKind;
@@ -286,7 +301,10 @@ impl SourceSet {
                         left -= 1;
                         last_progress = Instant::now();
                         self.entries[i].won.fetch_add(1, Ordering::Relaxed);
+                        let kind = self.entries[i].source.kind();
+                        DELIVERING.with(|d| d.set(Some(kind)));
                         deliver(p, Ok(data));
+                        DELIVERING.with(|d| d.set(None));
                     }
                     Msg::Done(i, bytes, took, r) => {
                         running -= 1;

@@ -265,6 +265,19 @@ impl Swarm {
         }
     }
 
+    /// Redundant bytes (blocks got twice, or not asked for) since the last
+    /// call, for a dataset's `bytes_redundant`: each byte is taken once, by
+    /// whichever dataset of this swarm asks first.
+    pub fn take_redundant(&self) -> u64 {
+        self.shared.untaken_redundant.swap(0, Ordering::Relaxed)
+    }
+
+    /// Bytes of pieces that failed their hash since the last call (as
+    /// [`Swarm::take_redundant`], for `bytes_hash_failed`).
+    pub fn take_hash_failed(&self) -> u64 {
+        self.shared.untaken_hash_failed.swap(0, Ordering::Relaxed)
+    }
+
     /// Recent peer and tracker errors, newest last (for messages and tests).
     pub fn recent_errors(&self) -> Vec<String> {
         self.shared.recent_errors()
@@ -324,9 +337,13 @@ impl Swarm {
             }
             *tries += 1;
             let tries = *tries;
+            let bad = d.data.len() as u64;
             self.shared
                 .bytes_hash_failed
-                .fetch_add(d.data.len() as u64, Ordering::Relaxed);
+                .fetch_add(bad, Ordering::Relaxed);
+            self.shared
+                .untaken_hash_failed
+                .fetch_add(bad, Ordering::Relaxed);
             self.session.send(Cmd::HashFailed {
                 torrent: self.id,
                 from: d.from,

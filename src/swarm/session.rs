@@ -106,11 +106,21 @@ pub struct Shared {
     pub bytes_peer: AtomicU64,
     pub bytes_redundant: AtomicU64,
     pub bytes_hash_failed: AtomicU64,
+    /// Of the two above, what no dataset's statistics took yet
+    /// ([`super::Swarm::take_counts`]).
+    pub untaken_redundant: AtomicU64,
+    pub untaken_hash_failed: AtomicU64,
     pub banned: AtomicUsize,
     pub errors: Mutex<VecDeque<String>>,
 }
 
 impl Shared {
+    /// A block we did not need (a second copy, or not asked for).
+    pub fn redundant(&self, bytes: u64) {
+        self.bytes_redundant.fetch_add(bytes, Ordering::Relaxed);
+        self.untaken_redundant.fetch_add(bytes, Ordering::Relaxed);
+    }
+
     pub fn note(&self, msg: String) {
         let mut e = self.errors.lock().unwrap_or_else(|e| e.into_inner());
         if e.len() >= KEEP_ERRORS {

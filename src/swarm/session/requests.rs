@@ -128,9 +128,7 @@ impl Loop {
         };
         if !p.take_outstanding(&r) {
             // Not asked of this peer (or cancelled): drop it.
-            shared
-                .bytes_redundant
-                .fetch_add(r.len.into(), Ordering::Relaxed);
+            shared.redundant(r.len.into());
             return;
         }
         p.snubbed = false;
@@ -141,22 +139,16 @@ impl Loop {
         let addr = p.addr;
         self.dirty.insert(torrent);
         let Some(j) = t.jobs.by_piece.get_mut(&piece) else {
-            shared
-                .bytes_redundant
-                .fetch_add(r.len.into(), Ordering::Relaxed);
+            shared.redundant(r.len.into());
             return;
         };
         let i = (begin / BLOCK) as usize;
         if begin % BLOCK != 0 || i >= j.blocks.len() || j.block_ref(piece, i) != r {
-            shared
-                .bytes_redundant
-                .fetch_add(r.len.into(), Ordering::Relaxed);
+            shared.redundant(r.len.into());
             return;
         }
         if j.blocks[i].state == BlockState::Have {
-            shared
-                .bytes_redundant
-                .fetch_add(r.len.into(), Ordering::Relaxed);
+            shared.redundant(r.len.into());
             return;
         }
         j.buf[begin as usize..begin as usize + data.len()].copy_from_slice(data);
