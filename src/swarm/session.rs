@@ -9,8 +9,16 @@
 //!   in all), to addresses the trackers gave; TCP_NODELAY on each, since one
 //!   lone request on loopback otherwise waits 40 ms for a delayed ACK
 //!   (REFERENCES.md). A failed address is retried with exponential backoff;
-//!   a banned one never. Peers that dial us (we announce the port we listen
-//!   on) are accepted and join the torrent their handshake names.
+//!   a banned one never.
+//! - **Listening.** gtio downloads and never uploads, so it needs no
+//!   inbound connections: it dials every peer a tracker gives. A library
+//!   that bound every interface would open a port on the host for each
+//!   program that reads a torrent (and firewalls would ask about it). The
+//!   listener is therefore bound to 127.0.0.1 only, on a port the system
+//!   picks, and that port is the one announced: a seeder on the same host
+//!   that joins after us (found through the tracker) can still dial us and
+//!   join the torrent its handshake names; remote peers cannot, and do not
+//!   need to.
 //! - **Handshake.** Ours first (extension protocol and fast extension
 //!   bits), then theirs must name the same info-hash and not our own peer
 //!   ID. Then the BEP 10 handshake (our `reqq` and client name),
@@ -223,10 +231,9 @@ pub fn get() -> Result<Arc<Handle>> {
 fn start() -> Result<Handle> {
     let poll = Poll::new()?;
     let waker = Waker::new(poll.registry(), WAKER)?;
-    // We serve no pieces, but peers that find us through a tracker may dial
-    // us: their connections are accepted and join their torrent.
-    let any: SocketAddr = ([0, 0, 0, 0], 0).into();
-    let mut listener = TcpListener::bind(any)?;
+    // Loopback only (module docs, "Listening").
+    let local: SocketAddr = ([127, 0, 0, 1], 0).into();
+    let mut listener = TcpListener::bind(local)?;
     let port = listener.local_addr()?.port();
     poll.registry()
         .register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -484,4 +491,27 @@ impl Loop {
 
 fn backoff(failures: u32) -> Duration {
     Duration::from_millis(500u64 << failures.min(9)).min(Duration::from_secs(300))
+}
+
+#[cfg(test)]
+mod tests {
+    /// The listener takes connections on 127.0.0.1 only (module docs,
+    /// "Listening"): the kernel's table shows it bound there, not 0.0.0.0.
+    #[test]
+    fn the_listener_is_on_loopback_only() {
+        let port = super::get().unwrap().port();
+        let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap();
+        let suffix = format!(":{port:04X}");
+        let listening: Vec<&str> = tcp
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                // local_address, state 0A = LISTEN
+                (f.len() > 3 && f[1].ends_with(&suffix) && f[3] == "0A").then_some(f[1])
+            })
+            .collect();
+        assert_eq!(listening, vec![format!("0100007F{suffix}")], "{tcp}");
+        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    }
 }
