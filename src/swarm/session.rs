@@ -36,13 +36,14 @@
 //! - **Endgame.** When every block of a demand piece is asked for, a peer
 //!   with room, before it takes readahead, also asks for the blocks that one
 //!   other peer owes and that it would deliver clearly sooner (the owing
-//!   peer's queue ahead of the block at its rate is more than twice this
-//!   peer's, or the owing peer is not measured yet and the block has waited
-//!   [`ENDGAME_UNMEASURED`]); a block waits at least [`ENDGAME_MIN_AGE`]
-//!   first, so equal peers do not double every request. Whichever copy comes
+//!   peer's queue ahead of the block at its rate takes at least
+//!   [`ENDGAME_WORTH`] and more than twice this peer's, or the owing peer
+//!   is not measured yet and the block has waited [`ENDGAME_UNMEASURED`]);
+//!   a block waits at least [`ENDGAME_MIN_AGE`] first, so equal peers do
+//!   not double every request. Whichever copy comes
 //!   first is kept and the other peer gets a `cancel`. When no block of any
 //!   piece is missing, the blocks of the oldest pieces owed by one peer are
-//!   asked of another too (the classic endgame).
+//!   asked of another too by the same rule (the classic endgame).
 //! - **Faults.** A peer that owes blocks and sends none for [`STALL`] has
 //!   them handed to other peers (a late answer is still taken); one silent
 //!   for [`STALL_DROP`] is dropped, and so is one that never unchokes us
@@ -101,7 +102,10 @@ const ENDGAME_PIECES: usize = 4;
 pub const QUEUE_TIME: Duration = Duration::from_millis(500);
 /// A block of a demand piece is asked of a second peer no sooner than this.
 pub const ENDGAME_MIN_AGE: Duration = Duration::from_millis(20);
-/// ... and, when the peer owing it has no measured rate yet, this.
+/// ... and only when the peer owing it would take this long or more to
+/// deliver it (its queue ahead of the block, at its rate).
+pub const ENDGAME_WORTH: Duration = Duration::from_millis(100);
+/// ... or, when the peer owing it has no measured rate yet, after this.
 pub const ENDGAME_UNMEASURED: Duration = Duration::from_millis(300);
 /// Peer errors kept per torrent for error messages.
 const KEEP_ERRORS: usize = 8;

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use mio::Token;
 
-use super::{Loop, ENDGAME_MIN_AGE, ENDGAME_PIECES, ENDGAME_UNMEASURED, QUEUE_TIME};
+use super::{Loop, ENDGAME_MIN_AGE, ENDGAME_PIECES, ENDGAME_UNMEASURED, ENDGAME_WORTH, QUEUE_TIME};
 use crate::swarm::peer::{Peer, State, REJECT_BACKOFF};
 use crate::swarm::pieces::{BlockState, Delivery, READAHEAD_SEQ};
 use crate::swarm::wire::{self, BlockRef, Message, BLOCK};
@@ -325,47 +325,55 @@ impl Loop {
     }
 
     /// The classic endgame: nothing is missing; ask this peer too for the
-    /// blocks of the oldest pieces that another peer alone owes.
+    /// blocks of the oldest pieces that another peer alone owes, by the
+    /// same rule as the demand endgame (asking for every owed block at once
+    /// cost sequential reads 4-5 % of redundant bytes).
     fn endgame(&mut self, tok: Token) {
-        let Some(p) = self.peers.get_mut(&tok) else {
-            return;
-        };
-        let Some(t) = self.torrents.get_mut(&p.torrent) else {
+        let Some(mut p) = self.peers.remove(&tok) else {
             return;
         };
         let cap = p.pipeline(QUEUE_TIME);
-        if !t.jobs.open.is_empty() || p.outstanding.len() >= cap {
-            return;
-        }
-        let now = Instant::now();
-        let oldest: Vec<u32> = t
-            .jobs
-            .order
-            .values()
-            .take(ENDGAME_PIECES)
-            .copied()
-            .collect();
-        for piece in oldest {
-            let Some(j) = t.jobs.by_piece.get_mut(&piece) else {
-                continue;
-            };
-            if j.exclusive || !p.may_request(piece) {
-                continue;
-            }
-            for i in 0..j.blocks.len() {
-                if p.outstanding.len() >= cap {
-                    return;
+        if let Some(t) = self.torrents.get_mut(&p.torrent) {
+            if t.jobs.open.is_empty() && p.outstanding.len() < cap {
+                let now = Instant::now();
+                let oldest: Vec<u32> = t
+                    .jobs
+                    .order
+                    .values()
+                    .take(ENDGAME_PIECES)
+                    .copied()
+                    .collect();
+                'pieces: for piece in oldest {
+                    let Some(j) = t.jobs.by_piece.get_mut(&piece) else {
+                        continue;
+                    };
+                    if j.exclusive || !p.may_request(piece) {
+                        continue;
+                    }
+                    for i in 0..j.blocks.len() {
+                        if p.outstanding.len() >= cap {
+                            break 'pieces;
+                        }
+                        let r = j.block_ref(piece, i);
+                        let b = &mut j.blocks[i];
+                        if b.state != BlockState::Requested || b.reqs.len() != 1 {
+                            continue;
+                        }
+                        let Some(q) = self.peers.get(&b.reqs[0]) else {
+                            continue;
+                        };
+                        if !sooner(&p, q, &r, now) {
+                            continue;
+                        }
+                        b.reqs.push(tok);
+                        p.outstanding.push((r, now));
+                        p.waiting_since.get_or_insert(now);
+                        p.queue(&Message::Request(r));
+                    }
                 }
-                let r = j.block_ref(piece, i);
-                let b = &mut j.blocks[i];
-                if b.state == BlockState::Requested && b.reqs.len() == 1 && b.reqs[0] != tok {
-                    b.reqs.push(tok);
-                    p.outstanding.push((r, now));
-                    p.waiting_since.get_or_insert(now);
-                    p.queue(&Message::Request(r));
-                }
             }
         }
+        self.peers.insert(tok, p);
     }
 }
 
@@ -383,7 +391,16 @@ fn sooner(p: &Peer, q: &Peer, r: &BlockRef, now: Instant) -> bool {
     let ahead = q.outstanding.iter().filter(|(_, t)| *t <= at).count();
     match q.eta(ahead) {
         // p unmeasured counts as fast: it has room and nothing to show yet.
-        Some(q_eta) => q_eta > 2.0 * p.eta(p.outstanding.len() + 1).unwrap_or(0.0),
+        // A second copy is worth asking for only when it saves a wait
+        // worth having: on loopback a deep queue drains in tens of ms, and
+        // doubling it would only add redundant bytes.
+        // Or when it is overdue: it has waited three times what the owing
+        // peer's rate promised (a peer that stops sending for a while).
+        Some(q_eta) => {
+            let p_eta = p.eta(p.outstanding.len() + 1).unwrap_or(0.0);
+            let overdue = age.as_secs_f64() > 3.0 * q_eta + ENDGAME_MIN_AGE.as_secs_f64();
+            q_eta > 2.0 * p_eta && (q_eta >= ENDGAME_WORTH.as_secs_f64() || overdue)
+        }
         None => age >= ENDGAME_UNMEASURED,
     }
 }
