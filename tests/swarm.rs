@@ -954,3 +954,207 @@ fn two_opens_share_one_swarm_until_the_last_close() {
     drop(b);
     ot.wait_for(&m.info_hash, (1, 0), Duration::from_secs(5));
 }
+
+/// A demand piece is asked for before readahead queued ahead of it: with
+/// one slow peer serving blocks in request order, a piece a reader comes to
+/// wait for overtakes the readahead pieces not yet requested.
+#[test]
+fn a_demand_piece_is_requested_before_queued_readahead() {
+    let dir = tempdir();
+    // 64 pieces of two blocks each (mktorrent makes 32 KiB at least).
+    let (data, m, _t) = make_single(&dir, 64 << 15, 41, &[], 15);
+    let data = Arc::new(data);
+    let bad = BadPeer::start(
+        Mode::Slow(5),
+        m.info_hash,
+        Arc::clone(&data),
+        m.piece_length,
+    );
+    let s = Arc::new(Swarm::join(info_of(&m), &[], &Settings::default()).unwrap());
+    s.add_peers(vec![bad.addr]);
+    wait_until("the peer's unchoke", Duration::from_secs(5), || {
+        s.stats().peers_unchoked == 1
+    });
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let readahead = {
+        let (s, order) = (Arc::clone(&s), Arc::clone(&order));
+        std::thread::spawn(move || {
+            s.fetch(
+                0..64,
+                &mut |p, r| {
+                    r.unwrap();
+                    order.lock().unwrap().push(p);
+                },
+                Instant::now() + Duration::from_secs(20),
+            )
+        })
+    };
+    wait_until("the first readahead piece", Duration::from_secs(5), || {
+        !order.lock().unwrap().is_empty()
+    });
+    // A reader now waits for the last piece.
+    s.demand(63);
+    let mut got = None;
+    s.fetch(
+        63..64,
+        &mut |_, r| got = Some(r.unwrap()),
+        Instant::now() + Duration::from_secs(20),
+    )
+    .unwrap();
+    assert!(got.unwrap()[..] == data[63 << 15..]);
+    readahead.join().unwrap().unwrap();
+    let order = order.lock().unwrap();
+    assert_eq!(order.len(), 64);
+    let at = order.iter().position(|&p| p == 63).unwrap();
+    // Without priority it would come last (64th): it waits only for the
+    // blocks already in the peer's pipeline (32 before its rate is known).
+    assert!(at < 45, "piece 63 came {}th: {order:?}", at + 1);
+}
+
+/// The last blocks of a demand piece that a slow peer owes are asked of a
+/// faster one too, before readahead, and the slow one gets cancels. The
+/// fast peer has only the demand pieces, so readahead (from the slow peer
+/// alone) keeps blocks missing and the classic endgame never starts: only
+/// the demand endgame moves the slow peer's blocks.
+#[test]
+fn a_slow_peers_blocks_of_a_demand_piece_go_to_a_faster_one() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let dir = tempdir();
+    // 1 MiB pieces: 64 blocks, more than one peer's first pipeline.
+    let (data, m, _t) = make_single(&dir, 8 << 20, 43, &[], 20);
+    let data = Arc::new(data);
+    let start = |mode| BadPeer::start(mode, m.info_hash, Arc::clone(&data), m.piece_length);
+    let (slow, fast) = (start(Mode::Slow(400)), start(Mode::Partial(4)));
+    let s = Arc::new(Swarm::join(info_of(&m), &[], &Settings::default()).unwrap());
+    s.add_peers(vec![slow.addr, fast.addr]);
+    wait_until("both peers' unchoke", Duration::from_secs(10), || {
+        s.stats().peers_unchoked == 2
+    });
+    // Readahead of pieces only the slow peer has: not finished while the
+    // test runs (left to end at its deadline after the peers are gone).
+    let ra = Arc::clone(&s);
+    std::thread::spawn(move || {
+        let _ = ra.fetch(
+            4..8,
+            &mut |_, _| {},
+            Instant::now() + Duration::from_secs(20),
+        );
+    });
+    for p in 0..4u32 {
+        s.demand(p);
+        let mut got = None;
+        s.fetch(
+            p..p + 1,
+            &mut |_, r| got = Some(r.unwrap()),
+            Instant::now() + Duration::from_secs(30),
+        )
+        .unwrap_or_else(|f| panic!("piece {p}: {}", f.error));
+        let at = (p as usize) << 20;
+        assert!(got.unwrap()[..] == data[at..at + (1 << 20)], "piece {p}");
+    }
+    let (served, cancels) = (slow.served.load(Relaxed), slow.cancels.load(Relaxed));
+    // Without the demand endgame the slow peer serves every block of the
+    // demand pieces it was asked for (32 of piece 0 alone), uncancelled.
+    assert!(
+        cancels > 0,
+        "no cancel reached the slow peer (it served {served})"
+    );
+    assert!(served <= 12, "the slow peer served {served} blocks");
+    assert!(fast.served.load(Relaxed) >= 4 * 64 - served);
+}
+
+/// A number in a stats JSON object: `path` like `bytes_fetched.peer`.
+fn json_u64(json: &str, path: &str) -> u64 {
+    let mut rest = json;
+    for key in path.split('.') {
+        rest = rest
+            .split(&format!("\"{key}\":"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no {path} in {json}"));
+    }
+    rest.split([',', '}'])
+        .next()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{path} is not a number in {json}"))
+}
+
+/// A torrent with a web seed (nginx) and a libtorrent peer read through
+/// the C ABI: the statistics count `bytes_fetched` by the source that
+/// served each piece, both kinds served some, and together they are the
+/// torrent (each piece counted once; second copies are `bytes_redundant`).
+#[test]
+fn mixed_torrent_counts_bytes_fetched_by_source_kind() {
+    use gtio::ffi::{gtio_close, gtio_open_uri, gtio_pread, gtio_stats_json, GTIO_Error};
+    let dir = tempdir();
+    let len = (6 << 20) + 777;
+    let data = test_data(len, 61);
+    let src = dir.join("seed");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("data.bin"), &data).unwrap();
+    let ngx = support::nginx::Nginx::start(&src);
+    let mk = |announce: &str| {
+        let t = dir.join("mixed.torrent");
+        let _ = std::fs::remove_file(&t);
+        let st = std::process::Command::new("mktorrent")
+            .args(["-a", announce, "-w", &ngx.url("data.bin"), "-l", "16", "-o"])
+            .arg(&t)
+            .arg(src.join("data.bin"))
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success());
+        t
+    };
+    let m0 = metainfo::parse(&read(&mk("http://127.0.0.1:1/announce"))).unwrap();
+    let ot = Opentracker::start(&[m0.info_hash]);
+    let t = mk(&ot.http_announce());
+    let m = metainfo::parse(&read(&t)).unwrap();
+    let _seed = LtSeed::start(&t, &src);
+    ot.wait_for(&m.info_hash, (1, 0), Duration::from_secs(15));
+    let mut err = GTIO_Error {
+        code: 0,
+        http_status: 0,
+        message: [0; 512],
+    };
+    let uri = std::ffi::CString::new(format!("file://{}", t.display())).unwrap();
+    let h = gtio_open_uri(uri.as_ptr(), std::ptr::null(), &mut err);
+    assert!(!h.is_null(), "gtio_open_uri: errno {}", err.code);
+    let stats = |err: &mut GTIO_Error| {
+        let mut json = vec![0u8; 1 << 16];
+        let n = gtio_stats_json(h, json.as_mut_ptr().cast(), json.len(), err);
+        assert!(n > 0, "gtio_stats_json: errno {}", err.code);
+        String::from_utf8_lossy(&json[..n as usize]).to_string()
+    };
+    let mut buf = vec![0u8; len];
+    let mut at = 0;
+    let mut waited = false;
+    while at < len {
+        let n = gtio_pread(
+            h,
+            buf[at..].as_mut_ptr().cast(),
+            (len - at).min(256 << 10),
+            at as u64,
+            &mut err,
+        );
+        assert!(n > 0, "gtio_pread: errno {}", err.code);
+        at += n as usize;
+        if !waited {
+            // The web seed served the first read; let the peer connect
+            // before the rest.
+            waited = true;
+            wait_until("a peer", Duration::from_secs(10), || {
+                json_u64(&stats(&mut err), "peers_connected") >= 1
+            });
+        }
+    }
+    assert!(buf == data, "bytes differ");
+    let json = stats(&mut err);
+    let (webseed, peer) = (
+        json_u64(&json, "bytes_fetched.webseed"),
+        json_u64(&json, "bytes_fetched.peer"),
+    );
+    assert!(webseed > 0 && peer > 0, "{json}");
+    assert_eq!(webseed + peer, len as u64, "{json}");
+    assert_eq!(json_u64(&json, "bytes_fetched.http"), 0, "{json}");
+    assert_eq!(gtio_close(h, &mut err), 0);
+}

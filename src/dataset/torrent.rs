@@ -101,6 +101,10 @@ impl PieceSource for SwarmSource {
         "the BitTorrent swarm".into()
     }
 
+    fn demand(&self, piece: u32) {
+        self.swarm.demand(piece);
+    }
+
     fn fetch(
         &self,
         pieces: Range<u32>,
@@ -405,11 +409,21 @@ impl PieceProvider for TorrentProvider {
     }
 
     fn take_hash_failed_bytes(&self) -> u64 {
-        self.sources.take_hash_failed_bytes()
+        // The swarm verifies and re-fetches its own pieces: its failures
+        // never reach the source set.
+        let swarm = self.swarm.as_ref().map_or(0, |s| s.take_hash_failed());
+        self.sources.take_hash_failed_bytes() + swarm
     }
 
     fn take_redundant_bytes(&self) -> u64 {
-        self.sources.take_redundant_bytes()
+        // Blocks the swarm got twice (its endgame) besides the set's second
+        // copies of whole pieces.
+        let swarm = self.swarm.as_ref().map_or(0, |s| s.take_redundant());
+        self.sources.take_redundant_bytes() + swarm
+    }
+
+    fn demand(&self, piece: u32) {
+        self.sources.demand(piece);
     }
 
     fn fetch(

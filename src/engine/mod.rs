@@ -80,6 +80,10 @@ pub trait PieceProvider: Send + Sync {
     fn read_direct(&self, _range: Range<u64>, _dest: &mut [u8]) -> Option<Result<(), Fault>> {
         None
     }
+    /// A demand read (urgent) waits for `piece`, queued or in flight: a
+    /// provider that orders its own requests (the swarm) serves it before
+    /// readahead. Called outside the engine's locks.
+    fn demand(&self, _piece: u32) {}
     /// Peer connections serving this dataset now (its swarm's), for the
     /// statistics' `peers_connected`.
     fn peers_connected(&self) -> u64 {
@@ -431,6 +435,7 @@ impl Engine {
         let mut ready = Vec::new();
         let mut missing: Vec<(u32, u64)> = Vec::new();
         let mut promote = Vec::new();
+        let mut demanded = Vec::new();
         let mut misses = 0u64;
         {
             let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
@@ -442,6 +447,7 @@ impl Engine {
                     misses += 1;
                     if urgent {
                         promote.push(f.job);
+                        demanded.push(piece);
                     }
                     continue;
                 }
@@ -452,6 +458,9 @@ impl Engine {
                     continue;
                 }
                 misses += 1;
+                if urgent {
+                    demanded.push(piece);
+                }
                 let job = self.job_for(&mut missing, piece, provider.max_run());
                 flights.insert(
                     key,
@@ -469,6 +478,9 @@ impl Engine {
         }
         for id in promote {
             self.scheduler.promote(id);
+        }
+        for piece in demanded {
+            provider.demand(piece);
         }
         for (waiter, piece) in ready {
             waiter.deliver(&Ok(piece));
@@ -755,7 +767,10 @@ impl Engine {
                         self.counters
                             .bytes_fetched
                             .fetch_add(d.len() as u64, Ordering::Relaxed);
-                        stats.fetched(kind, d.len() as u64);
+                        // By the source that served it (a torrent's web seed
+                        // or peer), else the dataset's kind.
+                        let from = sources::delivering_kind().unwrap_or(kind);
+                        stats.fetched(from, d.len() as u64);
                     }
                     let key = provider.key(piece);
                     let to_store = data.as_ref().ok().map(Arc::clone);

@@ -54,6 +54,21 @@ const IN_TRANSIT: usize = 16;
 /// available.
 pub const COOLDOWN: Duration = Duration::from_secs(5);
 
+thread_local! {
+    /// The kind of the source whose piece [`SourceSet::fetch`] is handing
+    /// to its caller right now (the caller's `deliver` runs on this thread,
+    /// inside that call).
+    static DELIVERING: std::cell::Cell<Option<SourceKind>> = const { std::cell::Cell::new(None) };
+}
+
+/// Inside a `deliver` called by [`SourceSet::fetch`]: the kind of source the
+/// piece came from, so the engine counts `bytes_fetched` by the source that
+/// served each piece (a torrent's web seeds and peers apart), not by the
+/// dataset's kind. `None` elsewhere.
+pub fn delivering_kind() -> Option<SourceKind> {
+    DELIVERING.with(|d| d.get())
+}
+
 /// One place pieces come from.
 pub trait PieceSource: Send + Sync {
     fn kind(&self) -> SourceKind;
@@ -64,6 +79,8 @@ pub trait PieceSource: Send + Sync {
     fn has(&self, _piece: u32) -> bool {
         true
     }
+    /// A demand read waits for `piece` (`PieceProvider::demand`).
+    fn demand(&self, _piece: u32) {}
     /// Send the bytes of `pieces`, each piece whole, in any order. Not
     /// verified here: the set checks every piece.
     fn fetch(
@@ -284,7 +301,10 @@ impl SourceSet {
                         left -= 1;
                         last_progress = Instant::now();
                         self.entries[i].won.fetch_add(1, Ordering::Relaxed);
+                        let kind = self.entries[i].source.kind();
+                        DELIVERING.with(|d| d.set(Some(kind)));
                         deliver(p, Ok(data));
+                        DELIVERING.with(|d| d.set(None));
                     }
                     Msg::Done(i, bytes, took, r) => {
                         running -= 1;
@@ -305,6 +325,13 @@ impl SourceSet {
             }
         });
         result
+    }
+
+    /// A demand read waits for `piece`: every source hears it.
+    pub fn demand(&self, piece: u32) {
+        for e in &self.entries {
+            e.source.demand(piece);
+        }
     }
 
     /// Bytes of second copies since the last call.
@@ -369,6 +396,10 @@ impl PieceProvider for MultiSource {
 
     fn take_hash_failed_bytes(&self) -> u64 {
         self.sources.take_hash_failed_bytes()
+    }
+
+    fn demand(&self, piece: u32) {
+        self.sources.demand(piece);
     }
 
     fn take_redundant_bytes(&self) -> u64 {

@@ -113,7 +113,15 @@ pub struct Swarm {
     shared: Arc<Shared>,
     announcer: Mutex<Option<Announcer>>,
     announces_ok: Arc<std::sync::atomic::AtomicU64>,
+    /// Pieces readers wait for that no fetch has asked the loop for yet
+    /// (bounded by [`MAX_DEMANDED`]).
+    demanded: Mutex<std::collections::HashSet<u32>>,
 }
+
+/// Demanded pieces remembered before their fetch; past this the set is
+/// cleared (a demand piece a web seed served is never fetched here, and
+/// losing a mark only costs its priority).
+const MAX_DEMANDED: usize = 4096;
 
 /// The swarms of this process by info-hash (fresh in a fork child).
 static SWARMS: crate::fork_safe::ForkSafe<Mutex<HashMap<[u8; 20], std::sync::Weak<Swarm>>>> =
@@ -213,6 +221,7 @@ impl Swarm {
             shared,
             announcer: Mutex::new(announcer),
             announces_ok,
+            demanded: Mutex::new(std::collections::HashSet::new()),
         })
     }
 
@@ -220,6 +229,27 @@ impl Swarm {
     pub fn add_peers(&self, peers: Vec<SocketAddr>) {
         let peers = tracker::filter_peers(peers, self.session.port());
         self.session.send(Cmd::Peers(self.id, peers));
+    }
+
+    /// A reader waits for `piece` (the engine's urgent priority): when it is
+    /// fetched, or is being fetched as readahead, its blocks are asked for
+    /// before any readahead's, and its last blocks go to a second peer when
+    /// that is sooner (endgame; `session`).
+    pub fn demand(&self, piece: u32) {
+        if piece as usize >= self.info.hashes.len() {
+            return;
+        }
+        {
+            let mut d = self.demanded.lock().unwrap_or_else(|e| e.into_inner());
+            if d.len() >= MAX_DEMANDED {
+                d.clear();
+            }
+            d.insert(piece);
+        }
+        self.session.send(Cmd::Demand {
+            torrent: self.id,
+            piece,
+        });
     }
 
     pub fn stats(&self) -> SwarmStats {
@@ -233,6 +263,19 @@ impl Swarm {
             peers_banned: s.banned.load(Ordering::Relaxed),
             announces_ok: self.announces_ok.load(Ordering::Relaxed),
         }
+    }
+
+    /// Redundant bytes (blocks got twice, or not asked for) since the last
+    /// call, for a dataset's `bytes_redundant`: each byte is taken once, by
+    /// whichever dataset of this swarm asks first.
+    pub fn take_redundant(&self) -> u64 {
+        self.shared.untaken_redundant.swap(0, Ordering::Relaxed)
+    }
+
+    /// Bytes of pieces that failed their hash since the last call (as
+    /// [`Swarm::take_redundant`], for `bytes_hash_failed`).
+    pub fn take_hash_failed(&self) -> u64 {
+        self.shared.untaken_hash_failed.swap(0, Ordering::Relaxed)
     }
 
     /// Recent peer and tracker errors, newest last (for messages and tests).
@@ -258,11 +301,16 @@ impl Swarm {
         }
         let (tx, rx) = crossbeam_channel::unbounded();
         let fetch = self.session.new_id();
+        let demand: std::collections::HashSet<u32> = {
+            let mut d = self.demanded.lock().unwrap_or_else(|e| e.into_inner());
+            pieces.clone().filter(|p| d.remove(p)).collect()
+        };
         let want = |piece: u32, exclusive: bool| Cmd::Want {
             torrent: self.id,
             piece,
             fetch,
             exclusive,
+            demand: demand.contains(&piece),
             reply: tx.clone(),
         };
         self.session
@@ -289,9 +337,13 @@ impl Swarm {
             }
             *tries += 1;
             let tries = *tries;
+            let bad = d.data.len() as u64;
             self.shared
                 .bytes_hash_failed
-                .fetch_add(d.data.len() as u64, Ordering::Relaxed);
+                .fetch_add(bad, Ordering::Relaxed);
+            self.shared
+                .untaken_hash_failed
+                .fetch_add(bad, Ordering::Relaxed);
             self.session.send(Cmd::HashFailed {
                 torrent: self.id,
                 from: d.from,

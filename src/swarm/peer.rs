@@ -26,6 +26,11 @@ pub const DEFAULT_REQQ: u32 = 250;
 /// says 2000 on loopback): 512 blocks are 8 MiB, more than a loopback
 /// bandwidth-delay product, and it bounds what a stalled peer holds up.
 pub const MAX_PIPELINE: u32 = 512;
+/// Requests in flight to a peer whose rate is not measured yet: a full
+/// pipe on loopback, few blocks held up if the peer turns out slow.
+pub const INITIAL_PIPELINE: usize = 32;
+/// Never fewer in flight to an unchoking peer, however slow.
+pub const MIN_PIPELINE: usize = 2;
 /// How long a rejected block is not asked of the same peer.
 pub const REJECT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(500);
 
@@ -82,6 +87,14 @@ pub struct Peer {
     /// goes out, moved on each block it delivers, cleared when it owes
     /// nothing).
     pub waiting_since: Option<Instant>,
+    /// Bytes per second, an EWMA over the timer's windows in which it owed
+    /// us blocks; `None` until the first such window ends.
+    pub rate: Option<f64>,
+    /// Block bytes received since the window started.
+    pub window_bytes: u64,
+    /// Whether it owed blocks when the window started.
+    window_busy: bool,
+    window_start: Instant,
 }
 
 impl Peer {
@@ -114,6 +127,10 @@ impl Peer {
             last_recv: now,
             last_send: now,
             waiting_since: None,
+            rate: None,
+            window_bytes: 0,
+            window_busy: false,
+            window_start: now,
         }
     }
 
@@ -123,9 +140,43 @@ impl Peer {
         self.rcap = max_frame.max(wire::HANDSHAKE_LEN) + READ_CHUNK;
     }
 
-    /// How many requests may be in flight to this peer.
-    pub fn pipeline(&self) -> usize {
-        self.reqq.clamp(1, MAX_PIPELINE) as usize
+    /// How many requests may be in flight to this peer: about `queue_time`
+    /// of its measured rate, within what it allows (session docs).
+    pub fn pipeline(&self, queue_time: std::time::Duration) -> usize {
+        let max = self.reqq.clamp(1, MAX_PIPELINE) as usize;
+        match self.rate {
+            None => max.min(INITIAL_PIPELINE),
+            Some(r) => {
+                let n = r * queue_time.as_secs_f64() / f64::from(wire::BLOCK);
+                (n.min(max as f64) as usize).clamp(MIN_PIPELINE.min(max), max)
+            }
+        }
+    }
+
+    /// End a rate window (the session's timer): a window in which the peer
+    /// owed blocks, or sent some, is a sample of its rate.
+    pub fn end_window(&mut self, now: Instant) {
+        let took = now.saturating_duration_since(self.window_start);
+        if took.is_zero() {
+            return;
+        }
+        if self.window_busy || self.window_bytes > 0 {
+            let sample = self.window_bytes as f64 / took.as_secs_f64();
+            self.rate = Some(match self.rate {
+                Some(r) => 0.5 * r + 0.5 * sample,
+                None => sample,
+            });
+        }
+        self.window_bytes = 0;
+        self.window_busy = !self.outstanding.is_empty();
+        self.window_start = now;
+    }
+
+    /// Seconds this peer would take to deliver `blocks` more blocks at its
+    /// measured rate (`None`: not measured).
+    pub fn eta(&self, blocks: usize) -> Option<f64> {
+        self.rate
+            .map(|r| blocks as f64 * f64::from(wire::BLOCK) / r.max(1.0))
     }
 
     pub fn has(&self, piece: u32) -> bool {

@@ -2,11 +2,15 @@
 //!
 //! A [`Job`] is one wanted piece: its buffer (from the engine's pool), one
 //! [`Block`] per 16 KiB, and the fetches waiting for it. A block is missing,
-//! requested (from one peer, or two in endgame), or in. Jobs are ordered by
-//! when they were first wanted, so reads that asked first are served first;
-//! [`Jobs::open`] holds, in that order, the jobs that still have a missing
-//! block, so a peer with room in its pipeline finds work without scanning
-//! pieces whose blocks are all asked for.
+//! requested (from one peer, or two in endgame), or in. Jobs are ordered
+//! demand first, then readahead, and within each by when they were first
+//! wanted, so a piece a reader waits for is asked before any readahead, and
+//! reads that asked first are served first. The order is a job's `seq`:
+//! demand jobs take numbers below [`READAHEAD_SEQ`], readahead jobs above
+//! it, and a readahead job a reader comes to wait for is renumbered as
+//! demand ([`Jobs::demand`]). [`Jobs::open`] holds, in that order, the jobs
+//! that still have a missing block, so a peer with room in its pipeline
+//! finds work without scanning pieces whose blocks are all asked for.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -41,7 +45,11 @@ pub struct Block {
     pub from: Option<SocketAddr>,
 }
 
+/// The first `seq` of readahead jobs; demand jobs number below it.
+pub const READAHEAD_SEQ: u64 = 1 << 63;
+
 pub struct Job {
+    /// Its place in the order (see the module docs).
     pub seq: u64,
     pub len: u32,
     pub blocks: Vec<Block>,
@@ -77,11 +85,27 @@ pub struct Jobs {
     pub order: BTreeMap<u64, u32>,
     /// (seq, piece) of jobs with a missing block.
     pub open: BTreeSet<(u64, u32)>,
-    next_seq: u64,
+    next_demand: u64,
+    next_readahead: u64,
 }
 
 impl Jobs {
-    /// Add a waiter for `piece` (of `len` bytes), creating its job.
+    fn next_seq(&mut self, demand: bool) -> u64 {
+        let n = if demand {
+            &mut self.next_demand
+        } else {
+            &mut self.next_readahead
+        };
+        *n += 1;
+        if demand {
+            *n - 1
+        } else {
+            READAHEAD_SEQ + *n - 1
+        }
+    }
+
+    /// Add a waiter for `piece` (of `len` bytes), creating its job;
+    /// `demand`: a reader waits for it.
     pub fn want(
         &mut self,
         piece: u32,
@@ -89,14 +113,19 @@ impl Jobs {
         fetch: u64,
         reply: Sender<Delivery>,
         exclusive: bool,
+        demand: bool,
     ) {
-        if let Some(j) = self.by_piece.get_mut(&piece) {
-            j.waiters.push((fetch, reply));
-            j.exclusive |= exclusive;
+        if self.by_piece.contains_key(&piece) {
+            if demand {
+                self.demand(piece);
+            }
+            if let Some(j) = self.by_piece.get_mut(&piece) {
+                j.waiters.push((fetch, reply));
+                j.exclusive |= exclusive;
+            }
             return;
         }
-        let seq = self.next_seq;
-        self.next_seq += 1;
+        let seq = self.next_seq(demand);
         let n = len.div_ceil(BLOCK).max(1) as usize;
         let blocks = (0..n)
             .map(|_| Block {
@@ -121,6 +150,28 @@ impl Jobs {
         );
         self.order.insert(seq, piece);
         self.open.insert((seq, piece));
+    }
+
+    /// A reader now waits for `piece`: a readahead job becomes a demand job
+    /// (last in the demand order). False when there is no such job or it
+    /// was demand already.
+    pub fn demand(&mut self, piece: u32) -> bool {
+        let Some(old) = self.by_piece.get(&piece).map(|j| j.seq) else {
+            return false;
+        };
+        if old < READAHEAD_SEQ {
+            return false;
+        }
+        let seq = self.next_seq(true);
+        self.order.remove(&old);
+        self.order.insert(seq, piece);
+        if self.open.remove(&(old, piece)) {
+            self.open.insert((seq, piece));
+        }
+        if let Some(j) = self.by_piece.get_mut(&piece) {
+            j.seq = seq;
+        }
+        true
     }
 
     /// Remove the job of `piece` (done or no longer wanted).
@@ -159,10 +210,10 @@ mod tests {
     fn jobs_track_missing_blocks_in_want_order() {
         let (tx, _rx) = crossbeam_channel::unbounded();
         let mut j = Jobs::default();
-        j.want(7, 40_000, 1, tx.clone(), false);
-        j.want(3, 16_384, 1, tx.clone(), false);
+        j.want(7, 40_000, 1, tx.clone(), false, false);
+        j.want(3, 16_384, 1, tx.clone(), false, false);
         // A second waiter joins the same job.
-        j.want(7, 40_000, 2, tx.clone(), true);
+        j.want(7, 40_000, 2, tx.clone(), true, false);
         assert_eq!(j.by_piece.len(), 2);
         let job = &j.by_piece[&7];
         assert_eq!(
@@ -197,5 +248,29 @@ mod tests {
         assert!(j.remove(7).is_none());
         assert_eq!(j.order.len(), 1);
         assert!(!j.open.iter().any(|&(_, p)| p == 7));
+    }
+
+    #[test]
+    fn demand_jobs_come_before_readahead_ones() {
+        let (tx, _rx) = crossbeam_channel::unbounded();
+        let mut j = Jobs::default();
+        let open = |j: &Jobs| j.open.iter().map(|&(_, p)| p).collect::<Vec<u32>>();
+        for p in 0..4 {
+            j.want(p, BLOCK, 1, tx.clone(), false, false);
+        }
+        j.want(9, BLOCK, 2, tx.clone(), false, true);
+        assert_eq!(open(&j), vec![9, 0, 1, 2, 3], "a demand piece first");
+        // A reader comes to wait for queued readahead piece 2: it moves to
+        // the end of the demand pieces, before the rest of the readahead.
+        assert!(j.demand(2));
+        assert!(!j.demand(2), "already demand");
+        assert!(!j.demand(42), "no such job");
+        assert_eq!(open(&j), vec![9, 2, 0, 1, 3]);
+        let order: Vec<u32> = j.order.values().copied().collect();
+        assert_eq!(order, vec![9, 2, 0, 1, 3]);
+        assert!(j.by_piece[&2].seq < READAHEAD_SEQ && j.by_piece[&0].seq >= READAHEAD_SEQ);
+        // Wanting a readahead piece again as demand renumbers it too.
+        j.want(3, BLOCK, 3, tx.clone(), false, true);
+        assert_eq!(open(&j), vec![9, 2, 3, 0, 1]);
     }
 }

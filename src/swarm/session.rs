@@ -9,19 +9,41 @@
 //!   in all), to addresses the trackers gave; TCP_NODELAY on each, since one
 //!   lone request on loopback otherwise waits 40 ms for a delayed ACK
 //!   (REFERENCES.md). A failed address is retried with exponential backoff;
-//!   a banned one never. Peers that dial us (we announce the port we listen
-//!   on) are accepted and join the torrent their handshake names.
+//!   a banned one never.
+//! - **Listening.** gtio downloads and never uploads, so it needs no
+//!   inbound connections: it dials every peer a tracker gives. A library
+//!   that bound every interface would open a port on the host for each
+//!   program that reads a torrent (and firewalls would ask about it). The
+//!   listener is therefore bound to 127.0.0.1 only, on a port the system
+//!   picks, and that port is the one announced: a seeder on the same host
+//!   that joins after us (found through the tracker) can still dial us and
+//!   join the torrent its handshake names; remote peers cannot, and do not
+//!   need to.
 //! - **Handshake.** Ours first (extension protocol and fast extension
 //!   bits), then theirs must name the same info-hash and not our own peer
 //!   ID. Then the BEP 10 handshake (our `reqq` and client name),
 //!   `have-none` when the fast extension is on, and
 //!   `interested`.
 //! - **Requests.** A peer that unchoked us (or allowed a piece fast) gets
-//!   16 KiB block requests up to its `reqq` (at most
-//!   [`peer::MAX_PIPELINE`]), taken from the oldest wanted pieces first, so a
-//!   piece is spread over every peer with room. When no block is missing,
-//!   the blocks of the oldest pieces owed by one peer are also asked of
-//!   another (endgame) and the loser gets a `cancel`.
+//!   16 KiB block requests up to its pipeline depth, taken from demand
+//!   pieces (a reader waits for them) first, then readahead pieces, each in
+//!   the order they were wanted (`pieces`). A piece is spread over every
+//!   peer with room, so several peers fill one demand piece at once. A
+//!   peer's depth follows its measured rate: about [`QUEUE_TIME`] of its
+//!   bytes (at least [`peer::MIN_PIPELINE`] blocks, at most its `reqq` and
+//!   [`peer::MAX_PIPELINE`]; [`peer::INITIAL_PIPELINE`] until measured), so
+//!   a slow peer holds few blocks and a fast one keeps its pipe full.
+//! - **Endgame.** When every block of a demand piece is asked for, a peer
+//!   with room, before it takes readahead, also asks for the blocks that one
+//!   other peer owes and that it would deliver clearly sooner (the owing
+//!   peer's queue ahead of the block at its rate takes at least
+//!   [`ENDGAME_WORTH`] and more than twice this peer's, or the owing peer
+//!   is not measured yet and the block has waited [`ENDGAME_UNMEASURED`]);
+//!   a block waits at least [`ENDGAME_MIN_AGE`] first, so equal peers do
+//!   not double every request. Whichever copy comes
+//!   first is kept and the other peer gets a `cancel`. When no block of any
+//!   piece is missing, the blocks of the oldest pieces owed by one peer are
+//!   asked of another too by the same rule (the classic endgame).
 //! - **Faults.** A peer that owes blocks and sends none for [`STALL`] has
 //!   them handed to other peers (a late answer is still taken); one silent
 //!   for [`STALL_DROP`] is dropped, and so is one that never unchokes us
@@ -76,6 +98,15 @@ pub const IDLE_DROP: Duration = Duration::from_secs(150);
 const TICK: Duration = Duration::from_millis(100);
 /// How many of the oldest pieces endgame considers.
 const ENDGAME_PIECES: usize = 4;
+/// A peer's pipeline holds about this much of its measured rate.
+pub const QUEUE_TIME: Duration = Duration::from_millis(500);
+/// A block of a demand piece is asked of a second peer no sooner than this.
+pub const ENDGAME_MIN_AGE: Duration = Duration::from_millis(20);
+/// ... and only when the peer owing it would take this long or more to
+/// deliver it (its queue ahead of the block, at its rate).
+pub const ENDGAME_WORTH: Duration = Duration::from_millis(100);
+/// ... or, when the peer owing it has no measured rate yet, after this.
+pub const ENDGAME_UNMEASURED: Duration = Duration::from_millis(300);
 /// Peer errors kept per torrent for error messages.
 const KEEP_ERRORS: usize = 8;
 
@@ -87,11 +118,21 @@ pub struct Shared {
     pub bytes_peer: AtomicU64,
     pub bytes_redundant: AtomicU64,
     pub bytes_hash_failed: AtomicU64,
+    /// Of the two above, what no dataset's statistics took yet
+    /// ([`super::Swarm::take_counts`]).
+    pub untaken_redundant: AtomicU64,
+    pub untaken_hash_failed: AtomicU64,
     pub banned: AtomicUsize,
     pub errors: Mutex<VecDeque<String>>,
 }
 
 impl Shared {
+    /// A block we did not need (a second copy, or not asked for).
+    pub fn redundant(&self, bytes: u64) {
+        self.bytes_redundant.fetch_add(bytes, Ordering::Relaxed);
+        self.untaken_redundant.fetch_add(bytes, Ordering::Relaxed);
+    }
+
     pub fn note(&self, msg: String) {
         let mut e = self.errors.lock().unwrap_or_else(|e| e.into_inner());
         if e.len() >= KEEP_ERRORS {
@@ -123,7 +164,15 @@ pub enum Cmd {
         piece: u32,
         fetch: u64,
         exclusive: bool,
+        /// A reader waits for it (else readahead).
+        demand: bool,
         reply: Sender<Delivery>,
+    },
+    /// A reader now waits for `piece`: if it is wanted as readahead, it
+    /// becomes demand (before all readahead).
+    Demand {
+        torrent: u64,
+        piece: u32,
     },
     Unwant {
         torrent: u64,
@@ -186,10 +235,9 @@ pub fn get() -> Result<Arc<Handle>> {
 fn start() -> Result<Handle> {
     let poll = Poll::new()?;
     let waker = Waker::new(poll.registry(), WAKER)?;
-    // We serve no pieces, but peers that find us through a tracker may dial
-    // us: their connections are accepted and join their torrent.
-    let any: SocketAddr = ([0, 0, 0, 0], 0).into();
-    let mut listener = TcpListener::bind(any)?;
+    // Loopback only (module docs, "Listening").
+    let local: SocketAddr = ([127, 0, 0, 1], 0).into();
+    let mut listener = TcpListener::bind(local)?;
     let port = listener.local_addr()?.port();
     poll.registry()
         .register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -354,12 +402,20 @@ impl Loop {
                 piece,
                 fetch,
                 exclusive,
+                demand,
                 reply,
             } => {
                 if let Some(t) = self.torrents.get_mut(&torrent) {
                     let len = t.spec.decoder.piece_size(piece) as u32;
                     if len > 0 {
-                        t.jobs.want(piece, len, fetch, reply, exclusive);
+                        t.jobs.want(piece, len, fetch, reply, exclusive, demand);
+                        self.dirty.insert(torrent);
+                    }
+                }
+            }
+            Cmd::Demand { torrent, piece } => {
+                if let Some(t) = self.torrents.get_mut(&torrent) {
+                    if t.jobs.demand(piece) {
                         self.dirty.insert(torrent);
                     }
                 }
@@ -439,4 +495,27 @@ impl Loop {
 
 fn backoff(failures: u32) -> Duration {
     Duration::from_millis(500u64 << failures.min(9)).min(Duration::from_secs(300))
+}
+
+#[cfg(test)]
+mod tests {
+    /// The listener takes connections on 127.0.0.1 only (module docs,
+    /// "Listening"): the kernel's table shows it bound there, not 0.0.0.0.
+    #[test]
+    fn the_listener_is_on_loopback_only() {
+        let port = super::get().unwrap().port();
+        let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap();
+        let suffix = format!(":{port:04X}");
+        let listening: Vec<&str> = tcp
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                // local_address, state 0A = LISTEN
+                (f.len() > 3 && f[1].ends_with(&suffix) && f[3] == "0A").then_some(f[1])
+            })
+            .collect();
+        assert_eq!(listening, vec![format!("0100007F{suffix}")], "{tcp}");
+        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    }
 }

@@ -28,6 +28,12 @@ pub enum Mode {
     /// Unchoked throughout, rejects its first `n` requests, then serves
     /// (libtorrent rejects allowed-fast requests that cross its unchoke).
     RejectFirst(usize),
+    /// Correct data, one block every `ms` milliseconds, in request order;
+    /// a cancelled request is dropped (counted in `cancels`).
+    Slow(u64),
+    /// Has only the first `n` pieces (a bitfield); serves them at once, in
+    /// request order, dropping cancelled requests like `Slow`.
+    Partial(u32),
 }
 
 pub struct BadPeer {
@@ -36,6 +42,8 @@ pub struct BadPeer {
     /// Blocks served (for asserting the peer was used).
     pub served: Arc<AtomicUsize>,
     pub connections: Arc<AtomicUsize>,
+    /// Cancels that named a request still queued (`Slow`).
+    pub cancels: Arc<AtomicUsize>,
 }
 
 impl Drop for BadPeer {
@@ -52,7 +60,13 @@ impl BadPeer {
         let stop = Arc::new(AtomicBool::new(false));
         let served = Arc::new(AtomicUsize::new(0));
         let connections = Arc::new(AtomicUsize::new(0));
-        let (st, sv, cn) = (stop.clone(), served.clone(), connections.clone());
+        let cancels = Arc::new(AtomicUsize::new(0));
+        let (st, sv, cn, cc) = (
+            stop.clone(),
+            served.clone(),
+            connections.clone(),
+            cancels.clone(),
+        );
         thread::spawn(move || {
             for s in l.incoming() {
                 if st.load(Ordering::Relaxed) {
@@ -60,9 +74,9 @@ impl BadPeer {
                 }
                 let Ok(s) = s else { continue };
                 cn.fetch_add(1, Ordering::Relaxed);
-                let (data, st, sv) = (data.clone(), st.clone(), sv.clone());
+                let (data, st, sv, cc) = (data.clone(), st.clone(), sv.clone(), cc.clone());
                 thread::spawn(move || {
-                    let _ = serve(s, mode, info_hash, &data, piece_len, &st, &sv);
+                    let _ = serve(s, mode, info_hash, &data, piece_len, &st, &sv, &cc);
                 });
             }
         });
@@ -71,6 +85,7 @@ impl BadPeer {
             stop,
             served,
             connections,
+            cancels,
         }
     }
 }
@@ -82,6 +97,7 @@ fn msg(id: u8, payload: &[u8]) -> Vec<u8> {
     v
 }
 
+#[allow(clippy::too_many_arguments)]
 fn serve(
     mut s: TcpStream,
     mode: Mode,
@@ -90,6 +106,7 @@ fn serve(
     piece_len: u64,
     stop: &AtomicBool,
     served: &AtomicUsize,
+    cancels: &Arc<AtomicUsize>,
 ) -> std::io::Result<()> {
     s.set_read_timeout(Some(Duration::from_millis(200)))?;
     let mut hs = [0u8; 68];
@@ -108,9 +125,22 @@ fn serve(
         thread::sleep(Duration::from_millis(500));
         return Ok(());
     }
+    if let Mode::Partial(n) = mode {
+        let pieces = (data.len() as u64).div_ceil(piece_len) as usize;
+        let mut bits = vec![0u8; pieces.div_ceil(8)];
+        for i in 0..(n as usize).min(pieces) {
+            bits[i / 8] |= 0x80 >> (i % 8);
+        }
+        s.write_all(&msg(5, &bits))?; // bitfield
+        s.write_all(&msg(1, &[]))?;
+        return serve_slow(s, 0, data, piece_len, stop, served, cancels);
+    }
     s.write_all(&msg(0x0e, &[]))?; // have-all
     if mode != Mode::NeverUnchoke {
         s.write_all(&msg(1, &[]))?; // unchoke
+    }
+    if let Mode::Slow(ms) = mode {
+        return serve_slow(s, ms, data, piece_len, stop, served, cancels);
     }
     let mut blocks = 0usize;
     let mut requests = 0usize;
@@ -167,6 +197,79 @@ fn serve(
         blocks += 1;
         served.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// `Mode::Slow`: a reader thread queues requests and drops cancelled
+/// ones; this thread sends the oldest queued block every `ms` (`0`: as
+/// soon as it is queued).
+fn serve_slow(
+    mut s: TcpStream,
+    ms: u64,
+    data: &[u8],
+    piece_len: u64,
+    stop: &AtomicBool,
+    served: &AtomicUsize,
+    cancels: &Arc<AtomicUsize>,
+) -> std::io::Result<()> {
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+    let queue: Arc<Mutex<VecDeque<[u8; 12]>>> = Arc::default();
+    let done = Arc::new(AtomicBool::new(false));
+    let mut r = s.try_clone()?;
+    let (q, d) = (queue.clone(), done.clone());
+    let c = cancels.clone();
+    thread::spawn(move || {
+        let never = AtomicBool::new(false);
+        loop {
+            let mut len = [0u8; 4];
+            if read_full(&mut r, &mut len, &never).is_err() {
+                break;
+            }
+            let len = u32::from_be_bytes(len) as usize;
+            if len == 0 {
+                continue;
+            }
+            if len > 1 << 20 {
+                break;
+            }
+            let mut body = vec![0u8; len];
+            if read_full(&mut r, &mut body, &never).is_err() {
+                break;
+            }
+            let key: Option<[u8; 12]> = (len == 13).then(|| body[1..13].try_into().unwrap());
+            let mut q = q.lock().unwrap();
+            match (body[0], key) {
+                (6, Some(k)) => q.push_back(k),
+                (8, Some(k)) => {
+                    if let Some(i) = q.iter().position(|x| *x == k) {
+                        q.remove(i);
+                        c.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                _ => {}
+            }
+        }
+        d.store(true, Ordering::Relaxed);
+    });
+    while !stop.load(Ordering::Relaxed) && !done.load(Ordering::Relaxed) {
+        if ms > 0 {
+            thread::sleep(Duration::from_millis(ms));
+        }
+        let Some(k) = queue.lock().unwrap().pop_front() else {
+            if ms == 0 {
+                thread::sleep(Duration::from_micros(200));
+            }
+            continue;
+        };
+        let u = |i: usize| u64::from(u32::from_be_bytes(k[i..i + 4].try_into().unwrap()));
+        let at = (u(0) * piece_len + u(4)) as usize;
+        let mut payload = k[..8].to_vec();
+        payload.extend_from_slice(&data[at..at + u(8) as usize]);
+        s.write_all(&msg(7, &payload))?;
+        served.fetch_add(1, Ordering::Relaxed);
+    }
+    let _ = s.shutdown(std::net::Shutdown::Both);
+    Ok(())
 }
 
 fn read_full(s: &mut TcpStream, buf: &mut [u8], stop: &AtomicBool) -> std::io::Result<()> {

@@ -337,6 +337,7 @@ impl Loop {
                     drops.push((*tok, "no handshake".to_string()))
                 }
                 State::Active => {
+                    p.end_window(now);
                     if now.saturating_duration_since(p.last_recv) > IDLE_DROP {
                         drops.push((*tok, "silent".to_string()));
                     } else if !p.unchoked_ever && age > UNCHOKE_WAIT {
@@ -383,12 +384,15 @@ impl Loop {
         let ids: Vec<u64> = self.torrents.keys().copied().collect();
         for id in ids {
             self.connect_more(id);
-            // Blocks whose reject backoff ran out can be asked again.
-            if self
-                .torrents
-                .get(&id)
-                .is_some_and(|t| !t.jobs.open.is_empty())
-            {
+            // Blocks whose reject backoff ran out can be asked again, and
+            // demand pieces may be due for their endgame.
+            if self.torrents.get(&id).is_some_and(|t| {
+                !t.jobs.open.is_empty()
+                    || t.jobs
+                        .order
+                        .first_key_value()
+                        .is_some_and(|(&seq, _)| seq < crate::swarm::pieces::READAHEAD_SEQ)
+            }) {
                 self.dirty.insert(id);
             }
         }
