@@ -669,19 +669,20 @@ fn cli_ls_and_cat_a_tracker_only_torrent() {
     assert!(String::from_utf8_lossy(&ls.stdout).contains("data.bin"));
     let cat = std::process::Command::new(gtio)
         .arg("cat")
+        .arg("--stats")
         .arg(&t)
         .output()
         .unwrap();
-    assert!(
-        cat.status.success(),
-        "{}",
-        String::from_utf8_lossy(&cat.stderr)
-    );
+    let err = String::from_utf8_lossy(&cat.stderr);
+    assert!(cat.status.success(), "{err}");
     assert!(
         cat.stdout == data,
         "cat output differs ({} bytes)",
         cat.stdout.len()
     );
+    // --stats: the bytes came from a peer, through a connection still open.
+    assert!(err.contains("(peer "), "{err}");
+    assert!(err.contains("peers connected 1"), "{err}");
     // With peers off the same torrent is refused, naming the setting.
     let off = std::process::Command::new(gtio)
         .arg("cat")

@@ -468,10 +468,16 @@ fn print_stats() {
     } else {
         format!(" ({})", by_kind.join(", "))
     };
+    // Connections of the swarms still open (a `cat` keeps its torrent open
+    // while it prints this; a `get` has closed its own).
+    let peers = match gtio::swarm::peers_connected_all() {
+        0 => String::new(),
+        n => format!("; peers connected {n}"),
+    };
     let _ = writeln!(
         std::io::stderr(),
         "stats: delivered {}; fetched {}{from} in {} requests, {} retries, {} errors; \
-         cache {} hits, {} misses; redundant {}, hash-failed {}",
+         cache {} hits, {} misses; redundant {}, hash-failed {}{peers}",
         h(s.bytes_delivered),
         h(s.fetched_total()),
         s.requests,
