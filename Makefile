@@ -64,7 +64,7 @@ examples: build
 
 test: deps
 	@$(MAKE) --no-print-directory examples
-	@$(CARGO) test --release
+	@$(CARGO) test --release --features test-hooks
 ifneq ($(strip $(PY_TESTS)),)
 	@GTIO_LIBRARY=$(CURDIR)/$(LIB) $(VENV_PY) -m pytest -q tests/python
 endif

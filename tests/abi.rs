@@ -207,6 +207,9 @@ fn stale_and_foreign_handles_are_ebadf() {
     assert_ebadf_everywhere(h, "second handle, closed");
 }
 
+/// Needs the library's test hook: `cargo test --features test-hooks` (as
+/// `make test` runs it).
+#[cfg(feature = "test-hooks")]
 #[test]
 fn panic_in_an_export_is_an_error_not_an_abort() {
     if !isolate(

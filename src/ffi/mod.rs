@@ -60,6 +60,7 @@ pub(crate) fn guard<T>(
     body: impl FnOnce() -> Result<T, Error>,
 ) -> T {
     let result = catch_unwind(AssertUnwindSafe(|| {
+        #[cfg(feature = "test-hooks")]
         test_hooks::maybe_panic(name);
         body()
     }));
@@ -96,9 +97,11 @@ macro_rules! non_null {
 }
 pub(crate) use non_null;
 
-/// A test hook: `GTIO_TEST_PANIC_IN=<export name>` makes that export panic
-/// inside its guard, so tests can prove that panics never cross the ABI.
-/// Read once; costs one atomic load per call otherwise.
+/// A test hook, only in builds with the `test-hooks` feature (`make test`
+/// enables it; released libraries do not have it):
+/// `GTIO_TEST_PANIC_IN=<export name>` makes that export panic inside its
+/// guard, so tests can prove that panics never cross the ABI.
+#[cfg(feature = "test-hooks")]
 mod test_hooks {
     use std::sync::OnceLock;
 
