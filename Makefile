@@ -64,7 +64,7 @@ examples: build
 
 test: deps
 	@$(MAKE) --no-print-directory examples
-	@$(CARGO) test --release --features test-hooks
+	@$(CARGO) test --release --features gtio/test-hooks
 ifneq ($(strip $(PY_TESTS)),)
 	@GTIO_LIBRARY=$(CURDIR)/$(LIB) $(VENV_PY) -m pytest -q tests/python
 endif
@@ -78,7 +78,7 @@ demo:
 	@$(MAKE) --no-print-directory examples
 	@GTIO=$(CURDIR)/$(RELEASE)/gtio EXDIR=$(CURDIR)/$(EXDIR) scripts/demo.sh
 
-# `gtio generate` writes these (src/bin/gtio/generate.rs); the list is what
+# `gtio generate` writes these (cli/src/generate.rs); the list is what
 # uninstall removes, and the install test fails if it falls behind.
 GEN_DIR   := target/generated
 MAN_PAGES := gtio gtio-ls gtio-cat gtio-get gtio-create gtio-serve gtio-mount

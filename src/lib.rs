@@ -18,8 +18,10 @@
 //! ```
 //!
 //! `dataset` depends on `engine` (it implements the engine's traits over
-//! the engine's `Layout`) and on `source`; neither depends on it. `tools`
-//! (the command-line tool's logic) and `serve` sit beside `ffi`, on top.
+//! the engine's `Layout`) and on `source`; neither depends on it. The
+//! command-line tool, `gtio serve` and `gtio mount` live in the workspace
+//! member `cli/` (package `gtio-cli`), on top of this crate, so
+//! `libgtio.so` links no argument parser, progress bar, HTTP server or FUSE.
 
 pub mod completion;
 pub mod config;
@@ -31,12 +33,10 @@ pub mod fork_safe;
 pub mod handle;
 pub mod http_date;
 pub mod runtime;
-pub mod serve;
 pub mod settings;
 pub mod source;
 pub mod store;
 pub mod swarm;
-pub mod tools;
 
 pub use config::Config;
 pub use error::{Error, Result};

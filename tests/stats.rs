@@ -402,7 +402,7 @@ fn hash_failures_and_web_seed_bytes_are_counted() {
     corrupt[5 * piece + 100] ^= 1;
     std::fs::write(bad.join("t.bin"), &corrupt).unwrap();
     let out = dir.join("t.torrent");
-    gtio::tools::create::create(
+    gtio_cli::tools::create::create(
         &dir.join("t.bin"),
         &[format!("file://{}/", bad.display())],
         &[],

@@ -5,6 +5,8 @@
 
 #[path = "support/faulty_origin.rs"]
 mod faulty_origin;
+#[path = "support/gtio_bin.rs"]
+mod gtio_bin;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -12,8 +14,6 @@ use std::time::Duration;
 
 use faulty_origin::FaultyOrigin;
 use gtio::store::{DiskStore, StoreKey};
-
-const GTIO: &str = env!("CARGO_BIN_EXE_gtio");
 
 fn tempdir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("gtio-store-it-{tag}-{}", std::process::id()));
@@ -37,7 +37,7 @@ fn data(len: usize, seed: u64) -> Vec<u8> {
 }
 
 fn gtio(cache: &Path) -> Command {
-    let mut c = Command::new(GTIO);
+    let mut c = Command::new(gtio_bin::gtio_bin());
     c.env("GTIO_CACHE_DIR", cache)
         .env_remove("GTIO_CACHE_DIR_BYTES")
         .env("XDG_CACHE_HOME", cache.join("xdg"))
@@ -64,7 +64,7 @@ fn torrent(dir: &Path, origin: &FaultyOrigin, bytes: &[u8], piece_log2: u8) -> P
     let src = dir.join("data.bin");
     std::fs::write(&src, bytes).unwrap();
     let t = dir.join("data.torrent");
-    let st = Command::new(GTIO)
+    let st = Command::new(gtio_bin::gtio_bin())
         .args(["-q", "create"])
         .arg(&src)
         .args(["--piece-length", &piece_log2.to_string()])
@@ -198,7 +198,7 @@ fn an_interrupted_get_leaves_no_partial_file_and_resumes_with_the_rest() {
     let out = dir.join("out");
     let xdg = dir.join("xdg");
     let get = || {
-        let mut c = Command::new(GTIO);
+        let mut c = Command::new(gtio_bin::gtio_bin());
         c.env_remove("GTIO_CACHE_DIR")
             .env("XDG_CACHE_HOME", &xdg)
             .args(["-q", "get", "-d"])

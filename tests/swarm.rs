@@ -655,8 +655,8 @@ fn cli_ls_and_cat_a_tracker_only_torrent() {
     let (data, m, t) = make_single(&dir, 1_500_000, 41, &[&ot.http_announce()], 15);
     let _seed = LtSeed::start(&t, &dir.join("seed"));
     ot.wait_for(&m.info_hash, (1, 0), Duration::from_secs(15));
-    let gtio = env!("CARGO_BIN_EXE_gtio");
-    let ls = std::process::Command::new(gtio)
+    let gtio = support::gtio_bin::gtio_bin();
+    let ls = std::process::Command::new(&gtio)
         .arg("ls")
         .arg(&t)
         .output()
@@ -667,7 +667,7 @@ fn cli_ls_and_cat_a_tracker_only_torrent() {
         String::from_utf8_lossy(&ls.stderr)
     );
     assert!(String::from_utf8_lossy(&ls.stdout).contains("data.bin"));
-    let cat = std::process::Command::new(gtio)
+    let cat = std::process::Command::new(&gtio)
         .arg("cat")
         .arg("--stats")
         .arg(&t)
@@ -684,7 +684,7 @@ fn cli_ls_and_cat_a_tracker_only_torrent() {
     assert!(err.contains("(peer "), "{err}");
     assert!(err.contains("peers connected 1"), "{err}");
     // With peers off the same torrent is refused, naming the setting.
-    let off = std::process::Command::new(gtio)
+    let off = std::process::Command::new(&gtio)
         .arg("cat")
         .arg(&t)
         .env("GTIO_PEERS", "0")

@@ -19,6 +19,8 @@
 mod bencode;
 #[path = "conformance/corpus.rs"]
 mod corpus;
+#[path = "support/gtio_bin.rs"]
+mod gtio_bin;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -249,7 +251,7 @@ fn gtio_reads_torrents_as_libtorrent_does() {
     // `gtio ls` shows a symlink as `name -> target` and never counts its
     // bytes.
     let links = dir.join("symlinks.torrent");
-    let out = Command::new(env!("CARGO_BIN_EXE_gtio"))
+    let out = Command::new(gtio_bin::gtio_bin())
         .args(["ls", "-q"])
         .arg(&links)
         .output()

@@ -15,7 +15,7 @@
 //! headers, so tests can assert what the client sent (e.g. no
 //! `Authorization` after a cross-host redirect).
 //!
-//! Request parsing reuses `gtio::serve::http`, so the fault server is exactly
+//! Request parsing reuses `gtio_cli::serve::http`, so the fault server is exactly
 //! as strict as `gtio serve`. A "reset" is a real TCP RST: `SO_LINGER` with a
 //! zero timeout, then close.
 //!
@@ -37,8 +37,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use gtio::serve::files;
-use gtio::serve::http::{self, ByteRange, RangeRequest, Request, ResponseHead};
+use gtio_cli::serve::files;
+use gtio_cli::serve::http::{self, ByteRange, RangeRequest, Request, ResponseHead};
 
 /// What to do to one request.
 #[derive(Debug, Clone, PartialEq)]

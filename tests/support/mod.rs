@@ -1,1 +1,2 @@
+pub mod gtio_bin;
 pub mod nginx;

@@ -9,9 +9,9 @@ use std::io::Read;
 use std::path::Path;
 
 use super::{Failure, Outcome};
-use crate::dataset::metainfo::MAX_METAINFO_BYTES;
-use crate::error::redact_url;
-use crate::Dataset;
+use gtio::dataset::metainfo::MAX_METAINFO_BYTES;
+use gtio::error::redact_url;
+use gtio::Dataset;
 
 /// How an argument is named in messages: URIs lose credentials and query
 /// strings.

@@ -1,4 +1,4 @@
-//! The command-line tool's logic; `src/bin/gtio.rs` only parses arguments
+//! The command-line tool's logic; `cli/src/main.rs` only parses arguments
 //! and calls in here.
 //!
 //! Every command reports failure as a [`Failure`]: one line of what was being

@@ -313,7 +313,7 @@ pub fn read_request<R: BufRead>(r: &mut R, limits: &Limits) -> Result<Request, R
     Ok(req)
 }
 
-use crate::http_date::parse_decimal;
+use gtio::http_date::parse_decimal;
 
 /// Like [`parse_decimal`] but saturating: in a Range a position beyond u64 is
 /// simply "beyond the end", not a syntax error.
@@ -540,7 +540,7 @@ pub fn if_range_matches(value: &str, etag: &str, last_modified: u64) -> bool {
     parse_http_date(value) == Some(last_modified)
 }
 
-pub use crate::http_date::{fmt_http_date, http_date_now, parse_http_date, unix_secs};
+pub use gtio::http_date::{fmt_http_date, http_date_now, parse_http_date, unix_secs};
 
 #[cfg(test)]
 mod tests;

@@ -5,7 +5,7 @@ use std::ops::Range;
 
 use super::progress::Progress;
 use super::{is_broken_pipe, Failure, Outcome};
-use crate::Dataset;
+use gtio::Dataset;
 
 /// Bytes per read: large, so that the output sees few big writes and the
 /// engine sees whole pieces.
@@ -48,7 +48,7 @@ pub fn resolve(ds: &Dataset, sel: &Selection) -> Outcome<Range<u64>> {
 /// How far ahead of the reader to prefetch: half the piece cache, so that
 /// prefetched pieces are not evicted before they are read.
 pub fn prefetch_budget() -> u64 {
-    crate::runtime::get()
+    gtio::runtime::get()
         .map(|rt| rt.config().cache_bytes / 2)
         .unwrap_or(64 << 20)
 }

@@ -3,7 +3,7 @@
 use std::io::{self, Write};
 
 use super::human_bytes;
-use crate::Dataset;
+use gtio::Dataset;
 
 /// Write the listing: a summary line, then `OFFSET SIZE NAME` in aligned
 /// columns; or, with `json`, one JSON object

@@ -1,5 +1,5 @@
 //! `gtio`: the command-line tool. Argument parsing only; the work is done in
-//! `gtio::tools`.
+//! `gtio_cli::tools` (and the mount in `mount`).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -7,12 +7,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::{CommandFactory, Parser, Subcommand};
-use gtio::tools::{self, cat::Selection, progress::Progress, Failure, Outcome};
+use gtio_cli::tools::{self, cat::Selection, progress::Progress, Failure, Outcome};
 
-#[path = "gtio/generate.rs"]
 mod generate;
 #[cfg(feature = "mount")]
-#[path = "gtio/mount/mod.rs"]
 mod mount;
 
 const EXAMPLES: &str = "\

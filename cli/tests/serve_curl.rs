@@ -1,4 +1,4 @@
-//! `gtio::serve::Server` against curl (and a raw socket where curl would
+//! `gtio_cli::serve::Server` against curl (and a raw socket where curl would
 //! normalize the request away).
 
 use std::io::{Read, Write};
@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use gtio::serve::{Limits, ServeConfig, Server};
+use gtio_cli::serve::{Limits, ServeConfig, Server};
 
 const SIZE: usize = 200_000; // more than the 64 KiB streaming buffer
 
@@ -103,7 +103,7 @@ fn serves_files_ranges_and_validators_to_curl() {
     );
     let lm = head.header("last-modified").expect("last-modified");
     assert_eq!(
-        gtio::serve::http::parse_http_date(&lm).map(|_| ()),
+        gtio_cli::serve::http::parse_http_date(&lm).map(|_| ()),
         Some(())
     );
 

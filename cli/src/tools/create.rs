@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use super::input::io_message;
 use super::{human_bytes, Failure, Outcome};
-use crate::dataset::create::create_torrent_with_trackers;
-use crate::dataset::metainfo;
+use gtio::dataset::create::create_torrent_with_trackers;
+use gtio::dataset::metainfo;
 
 /// What was written, for the summary line.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -27,7 +27,7 @@ use super::paths::{Output, OutputName};
 use super::progress::Progress;
 use super::spec::{self, Spec, SpecKind};
 use super::{Failure, Outcome};
-use crate::Dataset;
+use gtio::Dataset;
 
 /// One output file: bytes `range` of dataset `dataset`'s stream.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -2,6 +2,7 @@
 //! nginx (tests/support) and its own `gtio serve`, with aria2c as an
 //! independent BitTorrent client for the torrents `gtio create` makes.
 
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::io::{BufRead, BufReader, Read};

@@ -1,6 +1,7 @@
 //! `gtio mount` for real: a torrent mounted with FUSE, read with ordinary
 //! tools. Skipped (with a message) where /dev/fuse or fusermount3 is absent.
 
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::path::{Path, PathBuf};
