@@ -144,13 +144,22 @@ fn files_read_back_readonly_and_sigterm_unmounts_with_reader_open() {
         std::fs::metadata(mp.join("sub/small.txt")).unwrap().ino()
     );
 
-    // Random preads from 8 threads.
+    // Random preads from 8 threads: four share one open file (one FUSE
+    // handle, so one reader whose window they all feed at once), four have
+    // their own.
+    let shared = std::fs::File::open(mp.join("big.bin")).unwrap();
     std::thread::scope(|s| {
         for t in 0..8u64 {
-            let (mp, big) = (&mp, &big);
+            let (mp, big, shared) = (&mp, &big, &shared);
             s.spawn(move || {
                 use std::os::unix::fs::FileExt;
-                let f = std::fs::File::open(mp.join("big.bin")).unwrap();
+                let own;
+                let f = if t % 2 == 0 {
+                    shared
+                } else {
+                    own = std::fs::File::open(mp.join("big.bin")).unwrap();
+                    &own
+                };
                 let mut x = t * 7919 + 1;
                 for _ in 0..50 {
                     x = x
@@ -164,6 +173,8 @@ fn files_read_back_readonly_and_sigterm_unmounts_with_reader_open() {
             });
         }
     });
+
+    drop(shared);
 
     // SIGTERM with a reader still open: unmounted, exit 0.
     let _reader = std::fs::File::open(mp.join("big.bin")).unwrap();
@@ -373,8 +384,8 @@ fn remote_torrent_over_nginx_reads_like_the_tree_with_tools_python_fork_and_stat
     let stats = String::from_utf8(stats).unwrap();
     let fetched: u64 = stats
         .lines()
-        .find_map(|l| l.strip_prefix("gtio_bytes_fetched_total "))
-        .expect("gtio_bytes_fetched_total in the statistics")
+        .find_map(|l| l.strip_prefix("gtio_bytes_fetched_total{source=\"webseed\"} "))
+        .expect("gtio_bytes_fetched_total{source=\"webseed\"} in the statistics")
         .trim()
         .parse()
         .unwrap();
@@ -543,3 +554,88 @@ fn daemon_returns_once_mounted_and_reports_failure_once() {
     assert!(err.contains("no-such-dir"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A number from the mount's `--stats-addr` page.
+fn scrape(addr: &str, series: &str) -> u64 {
+    let out = run_ok(
+        Command::new("curl")
+            .args(["-sf", "--max-time", "5"])
+            .arg(format!("http://{addr}/metrics")),
+    );
+    let text = String::from_utf8(out).unwrap();
+    let pre = format!("{series} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&pre))
+        .unwrap_or_else(|| panic!("{series} missing from:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn each_open_file_keeps_its_own_readahead_when_reads_interleave() {
+    if !usable() {
+        return;
+    }
+    // Two 8 MiB files of 32 KiB pieces, read 64 KiB at a time in turn with
+    // O_DIRECT, so every read reaches the mount as it was made (no page
+    // cache readahead in between). With a window per open file, the web
+    // seed sees a few large requests; with one window for the whole
+    // dataset (or a reader per read) every alternation is a seek, and each
+    // 64 KiB read is its own request: 256 of them.
+    let dir = tempdir("interleave");
+    let src = dir.join("set");
+    std::fs::create_dir_all(&src).unwrap();
+    let (a, b) = (test_data(8 << 20, 11), test_data(8 << 20, 12));
+    std::fs::write(src.join("a.bin"), &a).unwrap();
+    std::fs::write(src.join("b.bin"), &b).unwrap();
+    let ngx = Nginx::start(&dir);
+    let torrent = dir.join("set.torrent");
+    run_ok(
+        Command::new("mktorrent")
+            .args(["-l", "15", "-w"])
+            .arg(ngx.url(""))
+            .arg("-o")
+            .arg(&torrent)
+            .arg(&src),
+    );
+    let mp = dir.join("mnt");
+    std::fs::create_dir_all(&mp).unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut child = mount_with(torrent.as_os_str(), &mp, &["--stats-addr", &addr]);
+    let out = run_ok(
+        Command::new("python3")
+            .args(["-c", INTERLEAVE])
+            .arg(mp.join("a.bin"))
+            .arg(mp.join("b.bin"))
+            .arg(src.join("a.bin"))
+            .arg(src.join("b.bin")),
+    );
+    assert_eq!(String::from_utf8(out).unwrap().trim(), "ok 256");
+    let requests = scrape(&addr, "gtio_requests_total");
+    assert!(
+        requests <= 64,
+        "{requests} requests for two interleaved sequential files"
+    );
+    // Both readers were released when the files were closed.
+    assert_eq!(scrape(&addr, "gtio_mount_open_files"), 0);
+    unmount(&mp);
+    assert!(wait_exit(&mut child, "fusermount3 -u").success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+const INTERLEAVE: &str = r#"
+import mmap, os, sys
+fa, fb = (os.open(p, os.O_RDONLY | os.O_DIRECT) for p in sys.argv[1:3])
+want = [open(p, "rb").read() for p in sys.argv[3:5]]
+buf = mmap.mmap(-1, 65536)
+reads, off = 0, 0
+while off < len(want[0]):
+    for i, fd in enumerate((fa, fb)):
+        n = os.preadv(fd, [buf], off)
+        assert buf[:n] == want[i][off:off + n], (i, off, n)
+        reads += 1
+    off += 65536
+os.close(fa); os.close(fb)
+print("ok", reads)
+"#;

@@ -16,6 +16,15 @@
 //! reader (like `gtio_read` on a handle); use one reader per thread for
 //! parallel sequential reads. A reader keeps its dataset alive; once the
 //! dataset is closed its reads fail with `EBADF`.
+//!
+//! `pread` is for a consumer that brings its own offsets but is still one
+//! stream — an open file of the mount, whose reads the kernel issues several
+//! at a time and slightly out of order. It neither uses nor moves the
+//! offset, feeds the reader's window like `read` (the window tolerates small
+//! reorders, so concurrent sequential preads keep it growing), and holds the
+//! lock only while the window is updated, never while pieces are fetched:
+//! concurrent preads of one reader run at once, and a pread far away merely
+//! resets the window, as a seek would.
 
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
@@ -77,6 +86,29 @@ impl Reader {
         let n = self.ds.read_in(&mut buf[..want], at, &mut window)?;
         c.pos += n as u64;
         Ok(n)
+    }
+
+    /// Read up to `buf.len()` bytes at `offset` (relative to the range)
+    /// without using or moving the reader's offset: 0 at or past the end of
+    /// the range, a short count only there. Safe from many threads at once.
+    pub fn pread(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
+        self.ds.check_open()?;
+        let want = (buf.len() as u64).min(self.len().saturating_sub(offset)) as usize;
+        if want == 0 {
+            return Ok(0);
+        }
+        let at = self.range.start + offset;
+        {
+            let mut c = self.cursor.lock().unwrap_or_else(|e| e.into_inner());
+            self.ds
+                .read_ahead_in(&mut c.readahead, &(at..at + want as u64), self.range.end);
+        }
+        // The window is already fed: the read itself must not touch it
+        // again (nor the dataset's positional window), so it gets a
+        // disabled one of its own.
+        let mut none = Readahead::new(0);
+        let mut window = Window::Own(&mut none, self.range.end);
+        self.ds.read_in(&mut buf[..want], at, &mut window)
     }
 
     /// Move the offset (relative to the range; `End` is the range's end);

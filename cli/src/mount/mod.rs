@@ -4,12 +4,11 @@
 //! at once and a slow piece does not stall `ls`.
 
 pub mod daemon;
+mod metrics;
 mod tree;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,27 +18,24 @@ use fuser::{
     FileAttr, FileType, Filesystem, KernelConfig, MountOption, ReplyAttr, ReplyData,
     ReplyDirectory, ReplyEntry, ReplyOpen, Request,
 };
-use gtio::Dataset;
+use gtio::{Dataset, Reader};
 use tree::{Node, Tree};
 
 const TTL: Duration = Duration::from_secs(3600);
 /// Largest kernel request asked for (`max_read`, readahead).
 const MAX_READ: u32 = 1 << 20;
-/// Upper bound of one handle's prefetch window.
-const WINDOW_MAX: u64 = 16 << 20;
+/// Threads serving reads: the kernel keeps several in flight (readahead
+/// and every reading process), and a read waiting for a piece must not
+/// hold up one that the cache can answer.
 const WORKERS: usize = 8;
 
-/// One open file's sequential-read detection: each FUSE file handle has its
-/// own, so two readers of one file do not spoil each other's readahead. When
-/// the engine grows per-reader state (issue 10) this becomes that reader.
-struct Reader {
-    next: u64,
-    window: u64,
-}
-
+/// What every read job needs: the dataset and the open files' readers.
 struct Shared {
-    ds: Dataset,
-    handles: Mutex<HashMap<u64, Reader>>,
+    ds: Arc<Dataset>,
+    /// One engine reader per open file (FUSE file handle), made in `open`
+    /// and dropped in `release`: each open file has its own readahead
+    /// window, however the kernel interleaves reads of several files.
+    handles: Mutex<HashMap<u64, Arc<Reader>>>,
 }
 
 struct Fs {
@@ -80,7 +76,14 @@ impl Fs {
 
 impl Filesystem for Fs {
     fn init(&mut self, _req: &Request<'_>, config: &mut KernelConfig) -> Result<(), libc::c_int> {
-        let _ = config.set_max_readahead(MAX_READ);
+        // The kernel offers its bdi's readahead (128 KiB by default) and
+        // takes at most that; ask for 1 MiB and settle for the offer.
+        if let Err(max) = config.set_max_readahead(MAX_READ) {
+            let _ = config.set_max_readahead(max);
+        }
+        // Readahead requests are "background" ones; the default of 16 in
+        // flight would stall several sequential readers at once.
+        let _ = config.set_max_background(64);
         let _ = config.add_capabilities(
             // FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO (fuser gates the names
             // behind its ABI features).
@@ -108,11 +111,14 @@ impl Filesystem for Fs {
         if flags & libc::O_ACCMODE != libc::O_RDONLY {
             return reply.error(libc::EROFS);
         }
-        if !matches!(self.tree.get(ino), Some(Node::File { .. })) {
+        let Some(&Node::File { offset, size }) = self.tree.get(ino) else {
             return reply.error(libc::EISDIR);
-        }
+        };
+        let reader = match Reader::new(Arc::clone(&self.shared.ds), offset, size) {
+            Ok(r) => Arc::new(r),
+            Err(e) => return reply.error(e.errno()),
+        };
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        let reader = Reader { next: 0, window: 0 };
         self.shared.handles.lock().unwrap().insert(fh, reader);
         // FOPEN_KEEP_CACHE: the data never changes under a mount.
         reply.opened(fh, fuser::consts::FOPEN_KEEP_CACHE);
@@ -122,7 +128,7 @@ impl Filesystem for Fs {
     fn read(
         &mut self,
         _req: &Request<'_>,
-        ino: u64,
+        _ino: u64,
         fh: u64,
         offset: i64,
         size: u32,
@@ -130,51 +136,10 @@ impl Filesystem for Fs {
         _lock: Option<u64>,
         reply: ReplyData,
     ) {
-        let Some(&Node::File {
-            offset: base,
-            size: fsize,
-        }) = self.tree.get(ino)
-        else {
+        let Some(reader) = self.shared.handles.lock().unwrap().get(&fh).cloned() else {
             return reply.error(libc::EBADF);
         };
-        let off = offset.max(0) as u64;
-        let len = (size as u64).min(fsize.saturating_sub(off));
-        let shared = Arc::clone(&self.shared);
-        let job = move || {
-            if len == 0 {
-                return reply.data(&[]);
-            }
-            let ahead = {
-                let mut hs = shared.handles.lock().unwrap();
-                hs.get_mut(&fh).and_then(|r| {
-                    let seq = off == r.next;
-                    r.next = off + len;
-                    r.window = if seq {
-                        (r.window * 2).clamp(len, WINDOW_MAX)
-                    } else {
-                        0
-                    };
-                    (r.window > 0).then_some(r.window)
-                })
-            };
-            if let Some(w) = ahead {
-                let start = off + len;
-                let w = w.min(fsize.saturating_sub(start));
-                if w > 0 {
-                    let _ = shared.ds.prefetch(base + start, w);
-                }
-            }
-            let mut buf = vec![0u8; len as usize];
-            let mut got = 0;
-            while got < buf.len() {
-                match shared.ds.pread(&mut buf[got..], base + off + got as u64) {
-                    Ok(0) => break,
-                    Ok(n) => got += n,
-                    Err(e) => return reply.error(e.errno()),
-                }
-            }
-            reply.data(&buf[..got]);
-        };
+        let job = move || read_job(&reader, offset.max(0) as u64, size as usize, reply);
         if let Err(e) = self.pool.send(Box::new(job)) {
             (e.into_inner())();
         }
@@ -247,41 +212,6 @@ impl Filesystem for Fs {
     }
 }
 
-fn serve_stats(addr: &str, shared: Arc<Shared>) -> std::io::Result<()> {
-    let listener = TcpListener::bind(addr)?;
-    std::thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            let mut conn = conn;
-            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-            let mut req = [0u8; 4096];
-            let _ = conn.read(&mut req);
-            let s = shared.ds.engine_stats();
-            let body = format!(
-                "# TYPE gtio_jobs_started_total counter\ngtio_jobs_started_total {}\n\
-                 # TYPE gtio_jobs_completed_total counter\ngtio_jobs_completed_total {}\n\
-                 # TYPE gtio_jobs_failed_total counter\ngtio_jobs_failed_total {}\n\
-                 # TYPE gtio_pieces_fetched_total counter\ngtio_pieces_fetched_total {}\n\
-                 # TYPE gtio_bytes_fetched_total counter\ngtio_bytes_fetched_total {}\n\
-                 # TYPE gtio_retries_total counter\ngtio_retries_total {}\n\
-                 # TYPE gtio_cache_hits_total counter\ngtio_cache_hits_total {}\n",
-                s.jobs_started,
-                s.jobs_completed,
-                s.jobs_failed,
-                s.pieces_fetched,
-                s.bytes_fetched,
-                s.retries,
-                s.cache_hits
-            );
-            let _ = write!(
-                conn,
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    Ok(())
-}
-
 /// Block SIGINT and SIGTERM in this thread and every thread started after it,
 /// so that only the mount's sigwait thread takes them (and unmounts). Call it
 /// before the dataset is opened: the library's threads inherit the mask.
@@ -302,6 +232,37 @@ fn signal_set() -> libc::sigset_t {
     }
 }
 
+thread_local! {
+    /// A read worker's buffer, kept between reads: a fresh megabyte per
+    /// read would be a fresh mapping to fault in each time.
+    static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Serve one kernel read on a worker thread: a positioned read of the open
+/// file's reader (which feeds its window without serialising the kernel's
+/// concurrent reads), answered straight from the worker's buffer.
+fn read_job(reader: &Reader, off: u64, size: usize, reply: ReplyData) {
+    let len = (size as u64).min(reader.len().saturating_sub(off)) as usize;
+    if len == 0 {
+        return reply.data(&[]);
+    }
+    BUF.with(|cell| {
+        let mut buf = cell.borrow_mut();
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        let mut got = 0;
+        while got < len {
+            match reader.pread(&mut buf[got..len], off + got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) => return reply.error(e.errno()),
+            }
+        }
+        reply.data(&buf[..got]);
+    });
+}
+
 /// Mount `ds` at `mountpoint` and serve it until it is unmounted
 /// (`fusermount3 -u`) or SIGINT/SIGTERM arrives, which unmount it.
 pub fn run(
@@ -320,11 +281,12 @@ pub fn run(
             .map(|f| (f.name.as_str(), f.offset, f.size)),
     );
     let shared = Arc::new(Shared {
-        ds,
+        ds: Arc::new(ds),
         handles: Mutex::new(HashMap::new()),
     });
     if let Some(addr) = stats_addr {
-        serve_stats(addr, Arc::clone(&shared)).map_err(|e| format!("--stats-addr {addr}: {e}"))?;
+        metrics::serve(addr, Arc::clone(&shared))
+            .map_err(|e| format!("--stats-addr {addr}: {e}"))?;
     }
     let (tx, rx) = crossbeam_channel::unbounded::<Box<dyn FnOnce() + Send>>();
     for _ in 0..WORKERS {
