@@ -282,7 +282,7 @@ void gtio_config_default(struct GTIO_Config *cfg);
 int32_t gtio_lib_init(const struct GTIO_Config *cfg, struct GTIO_Error *err);
 
 /*
- Set a setting by name — for every setting of DESIGN.md's table, also
+ Set a setting by name — for every setting of docs/design.md's table, also
  those with no `GTIO_Config` field: `cache_bytes`, `block_size`,
  `workers`, `max_conns_per_host`, `retries`, `timeout_ms`,
  `readahead_max_bytes`, `ca_bundle`, `cred`, `cache_dir`,

@@ -1,7 +1,7 @@
 //! The one error type of the core: an errno value, the HTTP status behind it
 //! (if any) and a human message.
 //!
-//! The errno is the contract (DESIGN.md lists the mapping); the message is for
+//! The errno is the contract (docs/design.md lists the mapping); the message is for
 //! people. Messages are built from redacted inputs only: a credential or a
 //! presigned URL's query string never reaches one (see [`redact_url`]).
 

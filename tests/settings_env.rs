@@ -1,4 +1,4 @@
-//! Settings from the environment and by name (DESIGN.md, "Settings"):
+//! Settings from the environment and by name (docs/design.md, "Settings"):
 //! every variable of the table is read at library start, an explicit
 //! `GTIO_Config` field wins over it, `gtio_set_setting` beats the
 //! environment, sizing settings are fixed while the library runs, and

@@ -1,4 +1,4 @@
-//! Statistics (`gtio_stats_json`, DESIGN.md "Statistics"): counts checked
+//! Statistics (`gtio_stats_json`, docs/design.md "Statistics"): counts checked
 //! against a scripted read sequence and against what an origin served, the
 //! `snprintf` length contract, and argument errors.
 //!

@@ -632,7 +632,7 @@ fn web_seed_and_peers_serve_one_torrent_together() {
 }
 
 /// aria2c as the seeder (it answers the handshake late, then sends
-/// allowed-fast and unchokes: REFERENCES.md).
+/// allowed-fast and unchokes: docs/references.md).
 #[test]
 fn aria2c_seed() {
     let dir = tempdir();

@@ -47,7 +47,7 @@ struct Cli {
     command: Command,
 }
 
-/// Options of the commands that read datasets (ls, cat, get): DESIGN.md's
+/// Options of the commands that read datasets (ls, cat, get): docs/design.md's
 /// settings that the library supports, each with its environment variable.
 #[derive(clap::Args, Debug, Default)]
 struct Net {

@@ -89,7 +89,7 @@ struct SwarmSource {
 /// With web seeds beside the swarm, peers get this long for a run.
 const PEER_TRY: Duration = Duration::from_secs(3);
 /// With peers the only source, a run waits this long: Transmission unchokes
-/// at its rechoke, 2-10 s after we connect (REFERENCES.md).
+/// at its rechoke, 2-10 s after we connect (docs/references.md).
 const PEER_ONLY_WAIT: Duration = Duration::from_secs(30);
 
 impl PieceSource for SwarmSource {

@@ -1,5 +1,5 @@
 //! Statistics: what each dataset read, hit, fetched and from where, and how
-//! long it took (DESIGN.md, "Statistics"; `gtio_stats_json`).
+//! long it took (docs/design.md, "Statistics"; `gtio_stats_json`).
 //!
 //! Every open dataset owns one [`StatSet`] of relaxed atomic counters. The
 //! engine counts into the set of the dataset a download runs for; the handle
@@ -346,7 +346,7 @@ pub struct Gauges {
     pub store_warning: Option<String>,
 }
 
-/// The JSON object of `gtio_stats_json` (DESIGN.md, "Statistics").
+/// The JSON object of `gtio_stats_json` (docs/design.md, "Statistics").
 pub fn to_json(s: &Snapshot, g: &Gauges) -> String {
     use std::fmt::Write;
     let mut o = String::with_capacity(1024);

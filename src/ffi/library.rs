@@ -98,7 +98,7 @@ unsafe fn config_from_c(c: &GTIO_Config) -> Result<Config, Error> {
     })
 }
 
-/// Set a setting by name — for every setting of DESIGN.md's table, also
+/// Set a setting by name — for every setting of docs/design.md's table, also
 /// those with no `GTIO_Config` field: `cache_bytes`, `block_size`,
 /// `workers`, `max_conns_per_host`, `retries`, `timeout_ms`,
 /// `readahead_max_bytes`, `ca_bundle`, `cred`, `cache_dir`,

@@ -1,4 +1,4 @@
-//! The C types of the ABI, laid out exactly as DESIGN.md's contract gives
+//! The C types of the ABI, laid out exactly as docs/design.md's contract gives
 //! them (`#[repr(C)]`; cbindgen writes them into `include/gtio.h`).
 
 #![allow(non_camel_case_types)]

@@ -20,7 +20,7 @@ const READ_CHUNK: usize = 128 << 10;
 /// Most bytes waiting to be sent before the peer is dropped.
 pub const MAX_SEND_BUFFER: usize = 1 << 20;
 /// Outstanding requests assumed when a peer does not say (`reqq` absent):
-/// libtorrent's default (REFERENCES.md).
+/// libtorrent's default (docs/references.md).
 pub const DEFAULT_REQQ: u32 = 250;
 /// Never more in flight to one peer, whatever its `reqq` (libtorrent 2.0.8
 /// says 2000 on loopback): 512 blocks are 8 MiB, more than a loopback

@@ -1,5 +1,5 @@
 //! The swarm thread: one mio event loop over every peer connection of every
-//! open torrent (DESIGN.md "Threads"). Callers never touch a socket: they
+//! open torrent (docs/design.md "Threads"). Callers never touch a socket: they
 //! send [`Cmd`]s through a channel and wake the loop; pieces come back on
 //! each fetch's own channel. The loop never blocks on a caller.
 //!
@@ -8,7 +8,7 @@
 //! - **Connections.** Up to `max_peers` per torrent (and [`GLOBAL_MAX_PEERS`]
 //!   in all), to addresses the trackers gave; TCP_NODELAY on each, since one
 //!   lone request on loopback otherwise waits 40 ms for a delayed ACK
-//!   (REFERENCES.md). A failed address is retried with exponential backoff;
+//!   (docs/references.md). A failed address is retried with exponential backoff;
 //!   a banned one never.
 //! - **Listening.** gtio downloads and never uploads, so it needs no
 //!   inbound connections: it dials every peer a tracker gives. A library
@@ -89,7 +89,7 @@ pub const STALL: Duration = Duration::from_secs(2);
 /// ... and is dropped after this long.
 pub const STALL_DROP: Duration = Duration::from_secs(20);
 /// A peer that has not unchoked us this long after the handshake is dropped
-/// (Transmission unchokes at its rechoke, 2–10 s: REFERENCES.md).
+/// (Transmission unchokes at its rechoke, 2–10 s: docs/references.md).
 pub const UNCHOKE_WAIT: Duration = Duration::from_secs(20);
 pub const KEEPALIVE: Duration = Duration::from_secs(60);
 /// No byte from a peer for this long (it owes us keep-alives every 2 min).

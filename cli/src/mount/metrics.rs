@@ -1,4 +1,4 @@
-//! `--stats-addr`: the dataset's statistics (DESIGN.md, "Statistics") as
+//! `--stats-addr`: the dataset's statistics (docs/design.md, "Statistics") as
 //! Prometheus text, served over plain HTTP for as long as the mount runs.
 //!
 //! The source is the same JSON object `gtio_stats_json` gives, so the

@@ -1,4 +1,4 @@
-//! `gtio mount`: a dataset as a read-only FUSE filesystem (DESIGN.md, "The
+//! `gtio mount`: a dataset as a read-only FUSE filesystem (docs/design.md, "The
 //! mount"). The FUSE session loop answers metadata from the inode table and
 //! hands reads to a worker pool, so the kernel's concurrent reads are served
 //! at once and a slow piece does not stall `ls`.
