@@ -63,6 +63,7 @@ examples: build
 	@$(EXDIR)/header_check >/dev/null
 
 test: deps
+	@python3 scripts/module-graph.py >/dev/null || { echo "test: the library's modules import each other in a cycle (scripts/module-graph.py prints the graph)" >&2; exit 1; }
 	@$(MAKE) --no-print-directory examples
 	@$(CARGO) test --release --features gtio/test-hooks
 ifneq ($(strip $(PY_TESTS)),)

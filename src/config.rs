@@ -1,6 +1,6 @@
 //! Runtime configuration: the Rust twin of `GTIO_Config`.
 //!
-//! Defaults come from what the tools in REFERENCES.md do, scaled to a library
+//! Defaults come from what the tools in docs/references.md do, scaled to a library
 //! that shares a process with its caller:
 //!
 //! - `block_size` 64 KiB: a cold random read fetches what it needs plus a
@@ -178,9 +178,11 @@ fn env_number(name: &str) -> Option<u64> {
 
 // --- swarm settings (issue 11) -------------------------------------------
 // Added after the first release, so not in `GTIO_Config`: they come from the
-// environment (DESIGN.md "Settings"), read when a torrent is opened.
+// environment (docs/design.md "Settings"), read when a torrent is opened.
 
 /// Whether torrents read from BitTorrent peers, and how many per torrent.
+/// What the library runs with comes from `settings::swarm` (`gtio_set_setting`
+/// or `GTIO_PEERS`/`GTIO_MAX_PEERS`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SwarmSettings {
     /// `GTIO_PEERS`: 0 turns the swarm off (web seeds only). Default on.
@@ -194,18 +196,6 @@ impl Default for SwarmSettings {
         SwarmSettings {
             peers: true,
             max_peers: 30,
-        }
-    }
-}
-
-impl SwarmSettings {
-    /// What the library runs with: `peers`/`max_peers` from
-    /// `gtio_set_setting` or `GTIO_PEERS`/`GTIO_MAX_PEERS` (`settings`).
-    pub fn from_env() -> SwarmSettings {
-        let (peers, max_peers) = crate::settings::swarm();
-        SwarmSettings {
-            peers,
-            max_peers: max_peers.clamp(1, 200),
         }
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Programs read byte ranges of a plain HTTP(S) object or of a BitTorrent
 //! metainfo's files (fetched piece by piece from HTTP web seeds and checked
-//! by SHA-1) without downloading them whole. The design is in DESIGN.md; the
+//! by SHA-1) without downloading them whole. The design is in docs/design.md; the
 //! C ABI is in [`ffi`] and `include/gtio.h`.
 //!
 //! Data flows one way: [`ffi`] → [`handle`] → [`engine`] → [`source`];
@@ -23,6 +23,7 @@
 //! member `cli/` (package `gtio-cli`), on top of this crate, so
 //! `libgtio.so` links no argument parser, progress bar, HTTP server or FUSE.
 
+pub mod bencode;
 pub mod completion;
 pub mod config;
 pub mod dataset;

@@ -1,4 +1,4 @@
-//! Settings by name: DESIGN.md's "Settings" table, from the environment and
+//! Settings by name: docs/design.md's "Settings" table, from the environment and
 //! from `gtio_set_setting`.
 //!
 //! Every setting has a default, an environment variable and, for most, a
@@ -27,6 +27,7 @@
 use std::path::PathBuf;
 use std::sync::Mutex;
 
+use crate::config::SwarmSettings;
 use crate::fork_safe::ForkSafe;
 use crate::{Config, Error, Result};
 
@@ -38,7 +39,7 @@ pub struct Setting {
     pub at_start: bool,
 }
 
-/// DESIGN.md's table, in its order.
+/// docs/design.md's table, in its order.
 pub const SETTINGS: &[Setting] = &[
     row("cache_bytes", "GTIO_CACHE_BYTES", true),
     row("block_size", "GTIO_BLOCK_SIZE", true),
@@ -222,13 +223,17 @@ pub fn set(name: &str, value: Option<&str>, running: bool) -> Result<()> {
 }
 
 /// The swarm settings the library runs with (`peers`, `max_peers`).
-pub fn swarm() -> (bool, u32) {
+pub fn swarm() -> SwarmSettings {
     let known = state().extra.as_ref().map(|e| (e.peers, e.max_peers));
-    known.unwrap_or_else(|| {
+    let (peers, max_peers) = known.unwrap_or_else(|| {
         resolved()
             .map(|(_, e)| (e.peers, e.max_peers))
             .unwrap_or((true, 30))
-    })
+    });
+    SwarmSettings {
+        peers,
+        max_peers: max_peers.clamp(1, 200),
+    }
 }
 
 /// The credential an open uses when it is given none (`cred`, `GTIO_CRED`).

@@ -321,7 +321,7 @@ fn files_on_disk(dir: &Path) -> Vec<(String, u64)> {
 /// The file order written in a metainfo (decoded independently of gtio's
 /// own metainfo parser, with the bencode decoder only).
 fn metainfo_order(meta: &[u8]) -> Vec<(String, u64)> {
-    use gtio::dataset::bencode::{decode, Value};
+    use gtio::bencode::{decode, Value};
     let root = decode(meta).unwrap();
     let info = root
         .as_dict()

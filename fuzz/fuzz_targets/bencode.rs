@@ -2,7 +2,7 @@
 //! documents, agree on every value, and canonical input round-trips.
 #![no_main]
 
-use gtio::dataset::bencode::{self, raw, Limits, Value};
+use gtio::bencode::{self, raw, Limits, Value};
 use libfuzzer_sys::fuzz_target;
 
 /// The raw value and the tree value say the same thing.

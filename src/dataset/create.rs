@@ -44,8 +44,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use sha1::{Digest, Sha1};
 
-use super::bencode::{encode, Dict, Value};
 use super::metainfo::{self, check_segment};
+use crate::bencode::{encode, Dict, Value};
 use crate::error::{Error, Result};
 
 /// Smallest piece length accepted: 16 KiB, the BitTorrent block size.

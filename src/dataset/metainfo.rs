@@ -52,8 +52,8 @@ use std::ops::Range;
 
 use sha1::{Digest, Sha1};
 
-use super::bencode::raw::{self, Raw, RawDict};
-use super::bencode::Limits;
+use crate::bencode::raw::{self, Raw, RawDict};
+use crate::bencode::Limits;
 use crate::error::{Error, Result};
 pub use files::{FileTable, MetaFile, PushError};
 

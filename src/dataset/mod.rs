@@ -6,7 +6,6 @@
 //! with the metainfo's piece length. Everything above this module reads the
 //! stream by piece index and never needs to know which kind it has.
 
-pub mod bencode;
 pub mod create;
 pub mod metainfo;
 pub mod object;

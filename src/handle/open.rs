@@ -108,7 +108,7 @@ impl Dataset {
             .map(|s| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s));
         // Swarm (issue 11): trackers from the raw metainfo, peers per GTIO_PEERS.
         let tiers = crate::swarm::tracker::tiers_from_metainfo(bytes);
-        let swarm = crate::config::SwarmSettings::from_env();
+        let swarm = crate::settings::swarm();
         let provider = TorrentProvider::with_swarm(
             meta,
             origin,

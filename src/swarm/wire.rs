@@ -26,14 +26,14 @@
 
 use std::fmt;
 
-use crate::dataset::bencode::{self, Limits, Value};
+use crate::bencode::{self, Limits, Value};
 
 /// The protocol string of the handshake.
 pub const PROTOCOL: &[u8; 19] = b"BitTorrent protocol";
 /// Length of the handshake.
 pub const HANDSHAKE_LEN: usize = 68;
 /// Block size of requests: every client speaks 16 KiB, and libtorrent
-/// refuses larger requests (REFERENCES.md).
+/// refuses larger requests (docs/references.md).
 pub const BLOCK: u32 = 16 << 10;
 /// Largest block a `piece` message may carry. Larger ones are a protocol
 /// error: gtio never asks for more than [`BLOCK`].

@@ -1,5 +1,5 @@
 use super::*;
-use crate::dataset::bencode::{encode, Dict, Value};
+use crate::bencode::{encode, Dict, Value};
 use proptest::prelude::*;
 
 fn dict<'a>(entries: Vec<(&'a str, Value<'a>)>) -> Value<'a> {

@@ -15,7 +15,7 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use super::{AnnounceParams, AnnounceReply, Event};
-use crate::dataset::bencode::{self, Limits, Value};
+use crate::bencode::{self, Limits, Value};
 use crate::error::redact_url;
 use crate::{Error, Result};
 

@@ -19,7 +19,7 @@ pub mod udp;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use crate::dataset::bencode;
+use crate::bencode;
 use crate::{Error, Result};
 
 /// Our client prefix in peer IDs (Azureus style: `-XXvvvv-`).
@@ -145,9 +145,10 @@ pub fn new_peer_id() -> [u8; 20] {
 pub fn tiers_from_metainfo(bytes: &[u8]) -> Vec<Vec<String>> {
     // Read in place: a metainfo of a million files would decode to a tree
     // many times its size, and only two top-level keys matter here.
-    // The limits metainfo parsing applies (the document passed them).
+    // Every bencode value takes at least two bytes, so half the document's
+    // length bounds its values exactly (the caller bounded the document).
     let limits = bencode::Limits {
-        max_values: crate::dataset::metainfo::MAX_METAINFO_BYTES / 2,
+        max_values: bytes.len() / 2 + 1,
         ..bencode::Limits::default()
     };
     let Some(d) = bencode::raw::parse(bytes, limits)
