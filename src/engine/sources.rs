@@ -36,10 +36,9 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::layout::Layout;
 use super::stats::SourceKind;
 use super::verify::{sha1_matches, HashFailures};
-use super::{Piece, PieceKey, PieceProvider};
+use super::Piece;
 use crate::source::Fault;
 use crate::Error;
 
@@ -140,7 +139,9 @@ impl SourceSet {
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Pieces each source delivered first.
+    /// Pieces each source delivered first (the tests check the faster
+    /// source took more).
+    #[cfg(test)]
     pub fn wins(&self) -> Vec<u64> {
         self.entries
             .iter()
@@ -348,63 +349,6 @@ impl SourceSet {
 enum Msg {
     Piece(usize, u32, Piece),
     Done(usize, u64, Duration, std::result::Result<(), Fault>),
-}
-
-/// A dataset whose pieces (with known SHA-1s) come from a [`SourceSet`].
-pub struct MultiSource {
-    layout: Layout,
-    hashes: Vec<[u8; 20]>,
-    sources: SourceSet,
-    max_run: u32,
-}
-
-impl MultiSource {
-    pub fn new(layout: Layout, hashes: Vec<[u8; 20]>, sources: SourceSet, max_run: u32) -> Self {
-        MultiSource {
-            layout,
-            hashes,
-            sources,
-            max_run,
-        }
-    }
-
-    pub fn sources(&self) -> &SourceSet {
-        &self.sources
-    }
-}
-
-impl PieceProvider for MultiSource {
-    fn layout(&self) -> &Layout {
-        &self.layout
-    }
-
-    fn key(&self, piece: u32) -> PieceKey {
-        PieceKey::Sha1(self.hashes.get(piece as usize).copied().unwrap_or([0; 20]))
-    }
-
-    fn max_run(&self) -> u32 {
-        self.max_run
-    }
-
-    fn fetch(
-        &self,
-        pieces: Range<u32>,
-        deliver: &mut dyn FnMut(u32, Result<Piece, Error>),
-    ) -> std::result::Result<(), Fault> {
-        self.sources.fetch(pieces, &self.hashes, deliver)
-    }
-
-    fn take_hash_failed_bytes(&self) -> u64 {
-        self.sources.take_hash_failed_bytes()
-    }
-
-    fn demand(&self, piece: u32) {
-        self.sources.demand(piece);
-    }
-
-    fn take_redundant_bytes(&self) -> u64 {
-        self.sources.take_redundant_bytes()
-    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,61 @@ use std::time::{Duration, Instant};
 use sha1::{Digest, Sha1};
 
 use super::*;
+use crate::engine::layout::Layout;
+use crate::engine::{PieceKey, PieceProvider};
+
+/// The provider under test: a dataset whose pieces (with known SHA-1s) come from a [`SourceSet`].
+struct MultiSource {
+    layout: Layout,
+    hashes: Vec<[u8; 20]>,
+    sources: SourceSet,
+    max_run: u32,
+}
+
+impl MultiSource {
+    fn new(layout: Layout, hashes: Vec<[u8; 20]>, sources: SourceSet, max_run: u32) -> Self {
+        MultiSource {
+            layout,
+            hashes,
+            sources,
+            max_run,
+        }
+    }
+}
+
+impl PieceProvider for MultiSource {
+    fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    fn key(&self, piece: u32) -> PieceKey {
+        PieceKey::Sha1(self.hashes.get(piece as usize).copied().unwrap_or([0; 20]))
+    }
+
+    fn max_run(&self) -> u32 {
+        self.max_run
+    }
+
+    fn fetch(
+        &self,
+        pieces: Range<u32>,
+        deliver: &mut dyn FnMut(u32, Result<Piece, Error>),
+    ) -> std::result::Result<(), Fault> {
+        self.sources.fetch(pieces, &self.hashes, deliver)
+    }
+
+    fn take_hash_failed_bytes(&self) -> u64 {
+        self.sources.take_hash_failed_bytes()
+    }
+
+    fn demand(&self, piece: u32) {
+        self.sources.demand(piece);
+    }
+
+    fn take_redundant_bytes(&self) -> u64 {
+        self.sources.take_redundant_bytes()
+    }
+}
 
 const PIECE: usize = 16 << 10;
 

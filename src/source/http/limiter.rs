@@ -31,10 +31,6 @@ impl HostLimiter {
         })
     }
 
-    pub fn cap(&self) -> usize {
-        self.cap
-    }
-
     /// Wait for a slot of `host`. Waits for other requests of this process
     /// to finish, each of which is bounded by the client's timeouts.
     pub fn acquire(self: &Arc<Self>, host: &str) -> HostPermit {

@@ -25,13 +25,14 @@ use crate::{Error, Result};
 /// Our client prefix in peer IDs (Azureus style: `-XXvvvv-`).
 pub const PEER_ID_PREFIX: &[u8; 8] = b"-GT0100-";
 
-/// The announce event.
+/// The announce event. BEP 3's `completed` is never sent: a reader fetches
+/// the pieces it is asked for, so it never finishes a download in the
+/// tracker's sense.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event {
     None,
     Started,
     Stopped,
-    Completed,
 }
 
 impl Event {
@@ -40,7 +41,6 @@ impl Event {
             Event::None => "",
             Event::Started => "started",
             Event::Stopped => "stopped",
-            Event::Completed => "completed",
         }
     }
 }
@@ -208,7 +208,6 @@ struct Tracker {
 /// A torrent's trackers in BEP 12 tiers.
 pub struct Trackers {
     tiers: Vec<Vec<Tracker>>,
-    pub udp_timing: udp::Timing,
 }
 
 impl Trackers {
@@ -240,17 +239,15 @@ impl Trackers {
                 out.push(t);
             }
         }
-        Trackers {
-            tiers: out,
-            udp_timing,
-        }
+        Trackers { tiers: out }
     }
 
     pub fn is_empty(&self) -> bool {
         self.tiers.is_empty()
     }
 
-    /// The order trackers are asked in, for tests and logs.
+    /// The order trackers are asked in (the tests check BEP 12's shuffle).
+    #[cfg(test)]
     pub fn order(&self) -> Vec<Vec<String>> {
         self.tiers
             .iter()

@@ -221,7 +221,6 @@ fn exchange(
 fn announce_packet(conn: u64, tid: u32, p: &AnnounceParams) -> Vec<u8> {
     let event: u32 = match p.event {
         Event::None => 0,
-        Event::Completed => 1,
         Event::Started => 2,
         Event::Stopped => 3,
     };
