@@ -16,7 +16,7 @@
 //! caches it, so data read twice is read from memory from then on. Reads
 //! that continue the stream go the piece way as before, where readahead
 //! grows their requests (1 MiB doubling up to `readahead_max_bytes`, each
-//! request at most 8 MiB) and consecutive misses are one request. A direct
+//! request at most 2 MiB) and consecutive misses are one request. A direct
 //! read that fails is retried as a piece would be (`retries`, the engine's
 //! backoff, `Retry-After`), each try bounded by the client's timeouts.
 
