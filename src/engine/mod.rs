@@ -388,23 +388,27 @@ impl Engine {
 
     /// A piece that arrived outside a job (a plain object's first block,
     /// the body of the request that opened it): cached as a fetched piece
-    /// of `provider` is, counted in `stats` as one request and its bytes.
-    /// Ignored when the piece is cached or in flight already.
+    /// of `provider` is, and counted in `stats` as one request and its
+    /// bytes, fetched, or redundant when a copy is cached or in flight
+    /// already (a reopened object).
     pub fn seed(&self, provider: &dyn PieceProvider, stats: &StatSet, piece: u32, data: Piece) {
         let key = provider.key(piece);
         let len = data.len() as u64;
+        stats.requests.fetch_add(1, Ordering::Relaxed);
         {
             // Under the flights lock, as a finishing download inserts: a
             // reader that finds no flight then finds the piece.
             let flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
             if flights.contains_key(&key) || self.cache.contains(&key) {
+                stats.bytes_redundant.fetch_add(len, Ordering::Relaxed);
                 return;
             }
             self.cache.insert(key, data);
         }
         self.counters.pieces_fetched.fetch_add(1, Ordering::Relaxed);
-        self.counters.bytes_fetched.fetch_add(len, Ordering::Relaxed);
-        stats.requests.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .bytes_fetched
+            .fetch_add(len, Ordering::Relaxed);
         stats.fetched(stats.kind(), len);
     }
 

@@ -25,9 +25,12 @@ pub struct HttpObject {
     content_type: Option<String>,
 }
 
+/// The largest first block an open asks for (the readahead's first window).
+const OPEN_BLOCK_MAX: u64 = 1 << 20;
+
 impl HttpObject {
-    /// One ranged GET of the first `first_len` bytes (the first block),
-    /// every wait ending by `deadline` (the open's total bound). Its
+    /// One ranged GET of the first `first_len` bytes (the first block, if
+    /// at most 1 MiB), every wait ending by `deadline` (the open's total bound). Its
     /// `Content-Range` gives the size, its `ETag`/`Last-Modified` the
     /// validator, and its body is returned, when it is all of
     /// `0..min(first_len, size)`, for the cache: the first block costs no
@@ -43,7 +46,14 @@ impl HttpObject {
         let parsed = url::Url::parse(url)
             .map_err(|_| Error::invalid(format!("bad URL {}", redact_url(url))))?;
         let host = host_key(&parsed);
-        let first_len = first_len.max(1);
+        // Larger blocks are not fetched at open: its deadline bounds the
+        // whole open, and a block of up to 64 MiB may never be read. One
+        // byte then tells the size and validator, as a HEAD would.
+        let first_len = if first_len <= OPEN_BLOCK_MAX {
+            first_len.max(1)
+        } else {
+            1
+        };
         let resp = client
             .send(&HttpRequest {
                 method: "GET",
@@ -125,11 +135,7 @@ fn validator_of(resp: &HttpResponse) -> Validator {
 /// server sent all of `0..min(first_len, size)`. A shorter range starting
 /// at 0 is read (so the connection is reused) but not kept: the cache's
 /// unit is the whole block.
-fn first_bytes(
-    resp: HttpResponse,
-    what: &str,
-    first_len: u64,
-) -> Result<(u64, Option<PieceBuf>)> {
+fn first_bytes(resp: HttpResponse, what: &str, first_len: u64) -> Result<(u64, Option<PieceBuf>)> {
     let ((a, b), total) = resp
         .header("Content-Range")
         .and_then(parse_content_range)
