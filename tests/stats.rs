@@ -443,3 +443,51 @@ fn hash_failures_and_web_seed_bytes_are_counted() {
     assert_eq!(num(&json, None, "errors"), 1);
     close(h);
 }
+
+#[test]
+fn an_open_is_one_request_that_caches_the_first_block() {
+    if !isolate("an_open_is_one_request_that_caches_the_first_block", &[]) {
+        return;
+    }
+    init(|c| c.readahead_max_bytes = 0);
+    let data = test_bytes(1 << 20, 31);
+    let origin = FaultyOrigin::single(data.clone());
+    let h = open(&origin.url("/o.bin"), None);
+    let sent = origin.requests();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].header("range"), Some("bytes=0-65535"));
+    let json = stats_json(h);
+    assert_eq!(num(&json, None, "requests"), 1, "{json}");
+    assert_eq!(num(&json, Some("bytes_fetched"), "http"), BLOCK, "{json}");
+    // The first block is read from the cache: no request, every byte right.
+    let mut buf = vec![0u8; BLOCK as usize];
+    let mut err = new_err();
+    let n = gtio_pread(h, buf.as_mut_ptr().cast(), buf.len(), 0, &mut err);
+    assert_eq!(n, BLOCK as i64, "{}", msg(&err));
+    assert!(buf == data[..BLOCK as usize]);
+    assert_eq!(origin.request_count(), 1);
+    assert_eq!(num(&stats_json(h), None, "cache_hits"), 1);
+    close(h);
+}
+
+#[test]
+fn an_open_with_blocks_over_1_mib_asks_for_one_byte() {
+    if !isolate("an_open_with_blocks_over_1_mib_asks_for_one_byte", &[]) {
+        return;
+    }
+    init(|c| {
+        c.readahead_max_bytes = 0;
+        c.block_size = 2 << 20;
+    });
+    let origin = FaultyOrigin::single(test_bytes(5 << 20, 32));
+    let h = open(&origin.url("/o.bin"), None);
+    let sent = origin.requests();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].header("range"), Some("bytes=0-0"));
+    let mut err = new_err();
+    assert_eq!(gtio_size(h, &mut err), 5 << 20);
+    // Nothing was kept: the first read of block 0 is a request of its own.
+    assert_eq!(pread_at(h, 100, 0), 100);
+    assert_eq!(origin.request_count(), 2);
+    close(h);
+}

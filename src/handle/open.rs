@@ -59,13 +59,15 @@ impl Dataset {
                 if named_torrent {
                     return Dataset::open_remote_torrent(uri, secret, deadline);
                 }
-                let (obj, first) = HttpObject::open(
-                    rt.http(),
-                    uri,
-                    secret.as_ref(),
-                    Some(deadline),
-                    u64::from(block),
-                )?;
+                // With a persistent store, the first block of an object
+                // opened before is on disk: one byte then, so that a reopen
+                // does not send it again (docs/http.md, "Opening an object").
+                let first_len = match rt.config().cache_dir {
+                    Some(_) => 1,
+                    None => u64::from(block),
+                };
+                let (obj, first) =
+                    HttpObject::open(rt.http(), uri, secret.as_ref(), Some(deadline), first_len)?;
                 if obj.is_torrent() {
                     // A metainfo of at most a block came whole with the open.
                     if let Some(bytes) = first.filter(|f| f.len() as u64 == obj.size()) {

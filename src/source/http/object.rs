@@ -49,11 +49,8 @@ impl HttpObject {
         // Larger blocks are not fetched at open: its deadline bounds the
         // whole open, and a block of up to 64 MiB may never be read. One
         // byte then tells the size and validator, as a HEAD would.
-        let first_len = if first_len <= OPEN_BLOCK_MAX {
-            first_len.max(1)
-        } else {
-            1
-        };
+        let keep = first_len <= OPEN_BLOCK_MAX;
+        let first_len = if keep { first_len.max(1) } else { 1 };
         let resp = client
             .send(&HttpRequest {
                 method: "GET",
@@ -108,7 +105,7 @@ impl HttpObject {
                 validator,
                 content_type,
             },
-            first,
+            first.filter(|_| keep),
         ))
     }
 
