@@ -387,10 +387,10 @@ impl Engine {
     }
 
     /// A piece that arrived outside a job (a plain object's first block,
-    /// the body of the request that opened it): cached as a fetched piece
-    /// of `provider` is, and counted in `stats` as one request and its
-    /// bytes, fetched, or redundant when a copy is cached or in flight
-    /// already (a reopened object).
+    /// the body of the request that opened it): cached like a fetched piece
+    /// of `provider`, and counted in `stats` as one request and its bytes,
+    /// fetched, or redundant when a copy is cached or in flight already (a
+    /// reopened object). Not written to the persistent store.
     pub fn seed(&self, provider: &dyn PieceProvider, stats: &StatSet, piece: u32, data: Piece) {
         let key = provider.key(piece);
         let len = data.len() as u64;

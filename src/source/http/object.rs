@@ -30,12 +30,12 @@ const OPEN_BLOCK_MAX: u64 = 1 << 20;
 
 impl HttpObject {
     /// One ranged GET of the first `first_len` bytes (the first block, if
-    /// at most 1 MiB), every wait ending by `deadline` (the open's total bound). Its
-    /// `Content-Range` gives the size, its `ETag`/`Last-Modified` the
-    /// validator, and its body is returned, when it is all of
-    /// `0..min(first_len, size)`, for the cache: the first block costs no
-    /// request of its own, and an open costs one request, not a HEAD and
-    /// then a GET (docs/http.md, "Opening an object").
+    /// at most 1 MiB), every wait ending by `deadline` (the open's total
+    /// bound). Its `Content-Range` gives the size, its `ETag` and
+    /// `Last-Modified` the validator, and its body is returned, when it is
+    /// all of `0..min(first_len, size)`, for the cache: the first block
+    /// costs no request of its own, and an open costs one request, not a
+    /// HEAD and then a GET (docs/http.md, "Opening an object").
     pub fn open(
         client: &Arc<HttpClient>,
         url: &str,
