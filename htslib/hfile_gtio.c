@@ -175,12 +175,17 @@ struct gtio_reader {
 /* A plain object is fetched in whole blocks (block_size). A read that ends
  * inside a block would fetch all of it and return part: end it on a block
  * boundary instead (the next read starts there), so a region's one read
- * fetches only blocks it returns. */
+ * fetches only blocks it returns.
+ * The open's one request brought the first block (docs/http.md, "Opening an
+ * object"), so a read starting in it ends with it: the header comes from the
+ * cache, not from a second request for the rest of a full buffer. */
 static size_t aligned_count(const struct gtio_reader *r, size_t n)
 {
+    uint64_t at = r->start + r->pos;
+    if (r->align != 0 && at < r->align && n > r->align - at)
+        return (size_t)(r->align - at);
     if (r->align == 0 || n <= r->align)
         return n;
-    uint64_t at = r->start + r->pos;
     uint64_t end = at + n;
     uint64_t cut = end - end % r->align;
     return cut > at ? (size_t)(cut - at) : n;

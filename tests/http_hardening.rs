@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use gtio::config::HttpBounds;
 use gtio::{Config, Dataset};
-use scripted_origin::{head_ok, partial, response, ScriptedOrigin, Step};
+use scripted_origin::{head_ok, opened, partial, response, ScriptedOrigin, Step};
 
 const TIMEOUT_MS: u32 = 2000;
 const RETRIES: u32 = 2;
@@ -101,15 +101,13 @@ fn ranged(o: &ScriptedOrigin) -> usize {
 #[test]
 fn a_pooled_connection_that_goes_silent_is_bounded() {
     let data = nginx::test_data(3 * BLOCK, 3);
-    // Connection 0 answers HEAD and one range, then reads the next request
-    // and never answers it. Later connections serve block 1 properly.
+    // Connection 0 answers the open (a GET of block 0, which the cache
+    // keeps), then reads the next request and never answers it. Later
+    // connections serve block 1 properly.
     let o = ScriptedOrigin::start(
         vec![vec![
             Step::Read,
-            Step::Send(head_ok(data.len())),
-            Step::Read,
-            // A cold 100-byte read is one page (docs/http.md).
-            Step::Send(partial(&data, 0, PAGE - 1, &[])),
+            Step::Send(opened(&data, BLOCK)),
             Step::Read,
             Step::Hold,
         ]],
@@ -161,24 +159,25 @@ fn headers_at_one_byte_per_second_are_a_stall() {
 #[test]
 fn a_dripping_body_is_a_stall_retried_then_etimedout() {
     let data = nginx::test_data(2 * BLOCK, 4);
-    let (head, body) = split(&partial(&data, 0, PAGE - 1, &[]));
+    // A cold 100-byte read of block 1 is one page (docs/http.md).
+    let (head, body) = split(&partial(&data, BLOCK, BLOCK + PAGE - 1, &[]));
     let drip = vec![
         Step::Read,
         Step::Send(head),
         Step::Drip(body, Duration::from_millis(1500)),
     ];
-    let mut first = vec![Step::Read, Step::Send(head_ok(data.len()))];
+    let mut first = vec![Step::Read, Step::Send(opened(&data, BLOCK))];
     first.extend(drip.clone());
     let o = ScriptedOrigin::start(vec![first], Some(drip));
     let url = o.url("/obj.bin");
     let (r, took) = within(move || {
         let ds = Dataset::open(&url, None).expect("open");
-        read_at(&ds, 0, 100)
+        read_at(&ds, BLOCK, 100)
     });
     let e = r.unwrap_err();
     assert_eq!(e.errno(), libc::ETIMEDOUT, "{e:?}");
     assert!(took < BOUND, "took {took:?}");
-    assert_eq!(ranged(&o), RETRIES as usize + 1, "a stall is retried");
+    assert_eq!(ranged(&o), 1 + RETRIES as usize + 1, "a stall is retried");
 }
 
 fn torrent_head(len: usize) -> Vec<u8> {
@@ -235,7 +234,7 @@ fn an_open_that_is_slow_but_not_stalled_ends_by_the_open_deadline() {
 
 #[test]
 fn informational_responses_are_skipped() {
-    let data = nginx::test_data(1000, 7);
+    let data = nginx::test_data(2 * BLOCK, 7);
     let hints = response(
         "HTTP/1.1 103 Early Hints",
         &[("Link", "</style.css>; rel=preload")],
@@ -243,65 +242,90 @@ fn informational_responses_are_skipped() {
     );
     let cont = response("HTTP/1.1 100 Continue", &[], b"");
     let with_1xx = |r: Vec<u8>| [cont.clone(), hints.clone(), r].concat();
+    // Before the open's answer and before a read's (block 1: the read
+    // continues the one before, so it goes the block way).
     let get = vec![
         Step::Read,
-        Step::Send(with_1xx(partial(&data, 0, data.len() - 1, &[]))),
+        Step::Send(with_1xx(partial(&data, BLOCK, 2 * BLOCK - 1, &[]))),
     ];
-    let mut first = vec![Step::Read, Step::Send(with_1xx(head_ok(data.len())))];
+    let mut first = vec![Step::Read, Step::Send(with_1xx(opened(&data, BLOCK)))];
     first.extend(get.clone());
     let o = ScriptedOrigin::start(vec![first], Some(get));
     let url = o.url("/obj.bin");
     let (r, took) = within(move || {
         let ds = Dataset::open(&url, None)?;
-        read_at(&ds, 0, 1000)
+        Ok::<_, gtio::Error>((read_at(&ds, 0, 1000)?, read_at(&ds, BLOCK, 1000)?))
     });
-    assert_eq!(r.expect("1xx skipped"), data);
+    let (a, b) = r.expect("1xx skipped");
+    assert_eq!(a, data[..1000]);
+    assert_eq!(b, data[BLOCK..BLOCK + 1000]);
+    assert_eq!(ranged(&o), 2, "the open, then block 1");
     assert!(took < BOUND);
 }
 
-// --- item 8: an empty object answered 200 + Content-Length: 0 -----------
+// --- item 8: an empty object answered 200 + Content-Length: 0, or 416 ----
 
-#[test]
-fn an_empty_object_answered_200_to_the_probe_has_size_0() {
-    let refused = response(
-        "HTTP/1.1 405 Method Not Allowed",
-        &[("Content-Length", "0")],
-        b"",
-    );
-    let empty = response("HTTP/1.1 200 OK", &[("Content-Length", "0")], b"");
-    let o = ScriptedOrigin::start(
-        vec![vec![
-            Step::Read,
-            Step::Send(refused),
-            Step::Read,
-            Step::Send(empty.clone()),
-        ]],
-        Some(vec![Step::Read, Step::Send(empty)]),
-    );
+/// Open an object whose every request gets `answer`: (size, a read at 0).
+fn open_empty(answer: Vec<u8>) -> (u64, Vec<u8>, usize) {
+    let o = ScriptedOrigin::always(vec![Step::Read, Step::Send(answer)]);
     let url = o.url("/empty.bin");
     let (r, _) = within(move || {
         let ds = Dataset::open(&url, None)?;
         Ok::<_, gtio::Error>((ds.size(), read_at(&ds, 0, 10)?))
     });
     let (size, bytes) = r.expect("an empty object opens");
-    assert_eq!(size, 0);
-    assert!(bytes.is_empty());
+    (size, bytes, o.requests().len())
+}
+
+#[test]
+fn an_empty_object_answered_200_to_the_open_has_size_0() {
+    let empty = response("HTTP/1.1 200 OK", &[("Content-Length", "0")], b"");
+    let (size, bytes, requests) = open_empty(empty);
+    assert_eq!((size, bytes.len(), requests), (0, 0, 1));
+}
+
+#[test]
+fn an_empty_object_answered_416_to_the_open_has_size_0() {
+    let unsatisfiable = response(
+        "HTTP/1.1 416 Range Not Satisfiable",
+        &[("Content-Range", "bytes */0"), ("Content-Length", "0")],
+        b"",
+    );
+    let (size, bytes, requests) = open_empty(unsatisfiable);
+    assert_eq!((size, bytes.len(), requests), (0, 0, 1));
 }
 
 // --- item 9: bodies that are not the bytes ------------------------------
 
+/// (the error, ranged requests after the open) of a read of block 1
+/// answered with `extra` headers; the open is answered cleanly.
 fn refused_body(extra: &'static [(&'static str, &'static str)]) -> (gtio::Error, usize) {
-    let data = nginx::test_data(2 * BLOCK, 9);
-    let get = vec![Step::Read, Step::Send(partial(&data, 0, BLOCK - 1, extra))];
-    let mut first = vec![Step::Read, Step::Send(head_ok(data.len()))];
+    let data = nginx::test_data(3 * BLOCK, 9);
+    let get = vec![
+        Step::Read,
+        Step::Send(partial(&data, BLOCK, 2 * BLOCK - 1, extra)),
+    ];
+    let mut first = vec![Step::Read, Step::Send(opened(&data, BLOCK))];
     first.extend(get.clone());
     let o = ScriptedOrigin::start(vec![first], Some(get));
     let url = o.url("/obj.bin");
     let (r, _) = within(move || {
         let ds = Dataset::open(&url, None).expect("open");
-        read_at(&ds, 0, 100)
+        read_at(&ds, BLOCK, 100)
     });
-    (r.expect_err("not the bytes"), ranged(&o))
+    (r.expect_err("not the bytes"), ranged(&o) - 1)
+}
+
+#[test]
+fn an_open_answered_with_a_compressed_block_is_refused() {
+    let data = nginx::test_data(2 * BLOCK, 9);
+    let gzip = partial(&data, 0, BLOCK - 1, &[("Content-Encoding", "gzip")]);
+    let o = ScriptedOrigin::always(vec![Step::Read, Step::Send(gzip)]);
+    let url = o.url("/obj.bin");
+    let (r, _) = within(move || Dataset::open(&url, None).map(|_| ()));
+    let e = r.unwrap_err();
+    assert_eq!(e.errno(), libc::EOPNOTSUPP, "{e:?}");
+    assert!(e.message().contains("gzip"), "{e}");
 }
 
 #[test]

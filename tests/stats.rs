@@ -229,11 +229,12 @@ fn failed_reads_count_as_errors() {
     let h = open(&origin.url("/x"), None);
     origin.script(vec![Fault::Status(500, None)]);
     // A whole block, so that the read is a download of the engine's (a
-    // cold read of a few pages is one request of its own: docs/http.md).
+    // cold read of a few pages is one request of its own: docs/http.md);
+    // block 1, since block 0 came with the open.
     let mut buf = vec![0u8; 64 << 10];
     let mut err = new_err();
     assert_eq!(
-        gtio_pread(h, buf.as_mut_ptr().cast(), buf.len(), 0, &mut err),
+        gtio_pread(h, buf.as_mut_ptr().cast(), buf.len(), 64 << 10, &mut err),
         -1
     );
     let json = stats_json(h);
@@ -366,21 +367,25 @@ fn a_reopened_object_hits_the_cache_under_its_stable_key() {
     assert!(origin.etag("/").is_some(), "the origin sends a validator");
     // Re-signed URLs name the same object: signature parameters are not
     // part of the key.
-    // Reads of most of a block, which are cached whole (a cold read of a
-    // few pages is not: docs/http.md, "Right-sized requests").
+    // Reads of most of block 1, which are cached whole (a cold read of a
+    // few pages is not: docs/http.md, "Right-sized requests"). Block 0
+    // comes with every open: each open is one request, the first block's
+    // bytes redundant when they are cached already under the same key.
+    let at = (64 << 10) + 5000;
     let h = open(&origin.url("/o.bin?part=1&X-Amz-Signature=aaaa"), None);
-    pread_at(h, 40_000, 5000);
-    assert_eq!(num(&stats_json(h), None, "requests"), 1);
+    pread_at(h, 40_000, at);
+    assert_eq!(num(&stats_json(h), None, "requests"), 2);
     close(h);
     let h = open(&origin.url("/o.bin?part=1&X-Amz-Signature=bbbb"), None);
-    pread_at(h, 40_000, 5000);
+    pread_at(h, 40_000, at);
     let json = stats_json(h);
     assert_eq!(num(&json, None, "cache_hits"), 1, "{json}");
-    assert_eq!(num(&json, None, "requests"), 0, "{json}");
+    assert_eq!(num(&json, None, "requests"), 1, "{json}");
+    assert_eq!(num(&json, None, "bytes_redundant"), 64 << 10, "{json}");
     close(h);
     // Another selecting parameter is another object.
     let h = open(&origin.url("/o.bin?part=2&X-Amz-Signature=bbbb"), None);
-    pread_at(h, 40_000, 5000);
+    pread_at(h, 40_000, at);
     assert_eq!(num(&stats_json(h), None, "cache_misses"), 1);
     close(h);
 }
@@ -436,5 +441,53 @@ fn hash_failures_and_web_seed_bytes_are_counted() {
     );
     assert_eq!(num(&json, Some("bytes_fetched"), "file"), 0);
     assert_eq!(num(&json, None, "errors"), 1);
+    close(h);
+}
+
+#[test]
+fn an_open_is_one_request_that_caches_the_first_block() {
+    if !isolate("an_open_is_one_request_that_caches_the_first_block", &[]) {
+        return;
+    }
+    init(|c| c.readahead_max_bytes = 0);
+    let data = test_bytes(1 << 20, 31);
+    let origin = FaultyOrigin::single(data.clone());
+    let h = open(&origin.url("/o.bin"), None);
+    let sent = origin.requests();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].header("range"), Some("bytes=0-65535"));
+    let json = stats_json(h);
+    assert_eq!(num(&json, None, "requests"), 1, "{json}");
+    assert_eq!(num(&json, Some("bytes_fetched"), "http"), BLOCK, "{json}");
+    // The first block is read from the cache: no request, every byte right.
+    let mut buf = vec![0u8; BLOCK as usize];
+    let mut err = new_err();
+    let n = gtio_pread(h, buf.as_mut_ptr().cast(), buf.len(), 0, &mut err);
+    assert_eq!(n, BLOCK as i64, "{}", msg(&err));
+    assert!(buf == data[..BLOCK as usize]);
+    assert_eq!(origin.request_count(), 1);
+    assert_eq!(num(&stats_json(h), None, "cache_hits"), 1);
+    close(h);
+}
+
+#[test]
+fn an_open_with_blocks_over_1_mib_asks_for_one_byte() {
+    if !isolate("an_open_with_blocks_over_1_mib_asks_for_one_byte", &[]) {
+        return;
+    }
+    init(|c| {
+        c.readahead_max_bytes = 0;
+        c.block_size = 2 << 20;
+    });
+    let origin = FaultyOrigin::single(test_bytes(5 << 20, 32));
+    let h = open(&origin.url("/o.bin"), None);
+    let sent = origin.requests();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].header("range"), Some("bytes=0-0"));
+    let mut err = new_err();
+    assert_eq!(gtio_size(h, &mut err), 5 << 20);
+    // Nothing was kept: the first read of block 0 is a request of its own.
+    assert_eq!(pread_at(h, 100, 0), 100);
+    assert_eq!(origin.request_count(), 2);
     close(h);
 }

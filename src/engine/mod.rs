@@ -386,6 +386,32 @@ impl Engine {
         self.cache.get(key)
     }
 
+    /// A piece that arrived outside a job (a plain object's first block,
+    /// the body of the request that opened it): cached like a fetched piece
+    /// of `provider`, and counted in `stats` as one request and its bytes,
+    /// fetched, or redundant when a copy is cached or in flight already (a
+    /// reopened object). Not written to the persistent store.
+    pub fn seed(&self, provider: &dyn PieceProvider, stats: &StatSet, piece: u32, data: Piece) {
+        let key = provider.key(piece);
+        let len = data.len() as u64;
+        stats.requests.fetch_add(1, Ordering::Relaxed);
+        {
+            // Under the flights lock, as a finishing download inserts: a
+            // reader that finds no flight then finds the piece.
+            let flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
+            if flights.contains_key(&key) || self.cache.contains(&key) {
+                stats.bytes_redundant.fetch_add(len, Ordering::Relaxed);
+                return;
+            }
+            self.cache.insert(key, data);
+        }
+        self.counters.pieces_fetched.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .bytes_fetched
+            .fetch_add(len, Ordering::Relaxed);
+        stats.fetched(stats.kind(), len);
+    }
+
     /// Ask for pieces on behalf of waiters (demand reads). Pieces already
     /// cached are delivered at once, on this thread; pieces in flight get
     /// the waiter added (and their job promoted when `urgent`); the rest are

@@ -14,6 +14,7 @@ use super::Dataset;
 use crate::dataset::metainfo::{self, MAX_METAINFO_BYTES};
 use crate::dataset::object::{uri_basename, ObjectProvider};
 use crate::dataset::torrent::{Origin, TorrentProvider};
+use crate::engine::buffers::PieceBuf;
 use crate::engine::stats::SourceKind;
 use crate::error::redact_url;
 use crate::runtime;
@@ -58,11 +59,27 @@ impl Dataset {
                 if named_torrent {
                     return Dataset::open_remote_torrent(uri, secret, deadline);
                 }
-                let obj = HttpObject::open(rt.http(), uri, secret.as_ref(), Some(deadline))?;
+                // With a persistent store, the first block of an object
+                // opened before is on disk: one byte then, so that a reopen
+                // does not send it again (docs/http.md, "Opening an object").
+                let first_len = match rt.config().cache_dir {
+                    Some(_) => 1,
+                    None => u64::from(block),
+                };
+                let (obj, first) =
+                    HttpObject::open(rt.http(), uri, secret.as_ref(), Some(deadline), first_len)?;
                 if obj.is_torrent() {
+                    // A metainfo of at most a block came whole with the open.
+                    if let Some(bytes) = first.filter(|f| f.len() as u64 == obj.size()) {
+                        return Dataset::from_remote_metainfo(uri, &bytes, secret);
+                    }
                     return Dataset::open_remote_torrent(uri, secret, deadline);
                 }
-                Dataset::from_object(Box::new(obj), uri, block, SourceKind::Http)
+                let ds = Dataset::from_object(Box::new(obj), uri, block, SourceKind::Http)?;
+                if let Some(first) = first {
+                    ds.seed_first_block(first);
+                }
+                Ok(ds)
             }
             other => Err(Error::invalid(format!(
                 "unsupported URI scheme {other:?}: use http://, https:// or file://"
@@ -92,6 +109,18 @@ impl Dataset {
         ds.name = name;
         ds.mtime = mtime;
         Ok(ds)
+    }
+
+    /// The first block, read by the open's request: cached as piece 0 when
+    /// that is what reads look up (pieces grouped into larger units,
+    /// `engine::units`, are not; the bytes are dropped then).
+    fn seed_first_block(&self, first: PieceBuf) {
+        let piece0 = self.reads.layout().piece_range(0);
+        if piece0.end - piece0.start == first.len() as u64 {
+            self.runtime
+                .engine()
+                .seed(self.reads.as_ref(), &self.stats, 0, Arc::new(first));
+        }
     }
 
     fn from_metainfo(
@@ -150,6 +179,12 @@ impl Dataset {
         let bytes = resp
             .body_bounded(MAX_METAINFO_BYTES as u64)
             .map_err(|e| e.context(&what))?;
+        Dataset::from_remote_metainfo(uri, &bytes, cred)
+    }
+
+    /// A metainfo downloaded from `uri`: the credential goes only to web
+    /// seeds on `uri`'s host.
+    fn from_remote_metainfo(uri: &str, bytes: &[u8], cred: Option<Secret>) -> Result<Dataset> {
         let host = url::Url::parse(uri)
             .map(|u| {
                 format!(
@@ -159,7 +194,7 @@ impl Dataset {
                 )
             })
             .unwrap_or_default();
-        Dataset::from_metainfo(&bytes, Origin::Remote, cred, Some(&host))
+        Dataset::from_metainfo(bytes, Origin::Remote, cred, Some(&host))
             .map_err(|e| e.context(format!("torrent {}", redact_url(uri))))
     }
 }

@@ -71,6 +71,12 @@ pub fn partial(data: &[u8], a: usize, b: usize, extra: &[(&str, &str)]) -> Vec<u
     response("HTTP/1.1 206 Partial Content", &headers, &data[a..=b])
 }
 
+/// The answer to an open (a GET of the first `block` bytes): a `206` for
+/// the first block of `data`, or all of it when it is shorter.
+pub fn opened(data: &[u8], block: usize) -> Vec<u8> {
+    partial(data, 0, block.min(data.len()) - 1, &[])
+}
+
 /// A `200` to HEAD for an object of `len` bytes that advertises ranges.
 pub fn head_ok(len: usize) -> Vec<u8> {
     let len = len.to_string();

@@ -60,6 +60,11 @@ pub const MAX_REDIRECTS: usize = 10;
 /// refused: each is bounded in size, and so is their number.
 const MAX_INFORMATIONAL: usize = 32;
 
+/// Error answers' bodies up to this size are read to their end so that the
+/// connection serves the next request (an index htslib probes for and does
+/// not find is a 404 with a small HTML page); a larger one closes it.
+const SMALL_BODY: u64 = 64 << 10;
+
 /// A credential: never printed, not even by `Debug`.
 #[derive(Clone)]
 pub struct Secret(String);
@@ -174,6 +179,20 @@ impl HttpResponse {
     /// Map a non-success status to an error (and retry advice).
     pub fn status_fault(&self, what: &str) -> Fault {
         status_fault(self.status, what, self.header("Retry-After"))
+    }
+
+    /// [`status_fault`](Self::status_fault), then [`finish`](Self::finish).
+    pub fn into_fault(self, what: &str) -> Fault {
+        let fault = self.status_fault(what);
+        self.finish();
+        fault
+    }
+
+    /// Drop the response, reading a small body (up to 64 KiB, within the
+    /// request's bounds) to its end first so that its connection goes back
+    /// to the pool.
+    pub fn finish(mut self) {
+        self.body.discard(SMALL_BODY);
     }
 }
 

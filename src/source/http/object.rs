@@ -1,6 +1,7 @@
-//! A plain HTTP object: size and validator pinned at open, bytes read by
-//! range with `If-Range`, and every answer checked to be the range asked for
-//! of the version pinned (`ESTALE` otherwise, never mixed bytes).
+//! A plain HTTP object: size and validator pinned at open (by a ranged GET
+//! of its first block, whose bytes the cache keeps), bytes read by range
+//! with `If-Range`, and every answer checked to be the range asked for of
+//! the version pinned (`ESTALE` otherwise, never mixed bytes).
 
 use std::io::Read;
 use std::ops::Range;
@@ -8,6 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{host_key, ExactBody, HttpClient, HttpRequest, HttpResponse, Secret};
+use crate::engine::buffers::PieceBuf;
 use crate::error::redact_url;
 use crate::source::{Fault, RangeSource, Validator};
 use crate::{Error, Result};
@@ -23,55 +25,88 @@ pub struct HttpObject {
     content_type: Option<String>,
 }
 
+/// The largest first block an open asks for (the readahead's first window).
+const OPEN_BLOCK_MAX: u64 = 1 << 20;
+
 impl HttpObject {
-    /// HEAD (and, when that does not tell, a one-byte probe), every wait
-    /// ending by `deadline` (the open's total bound).
+    /// One ranged GET of the first `first_len` bytes (the first block, if
+    /// at most 1 MiB), every wait ending by `deadline` (the open's total
+    /// bound). Its `Content-Range` gives the size, its `ETag` and
+    /// `Last-Modified` the validator, and its body is returned, when it is
+    /// all of `0..min(first_len, size)`, for the cache: the first block
+    /// costs no request of its own, and an open costs one request, not a
+    /// HEAD and then a GET (docs/http.md, "Opening an object").
     pub fn open(
         client: &Arc<HttpClient>,
         url: &str,
         cred: Option<&Secret>,
         deadline: Option<Instant>,
-    ) -> Result<HttpObject> {
+        first_len: u64,
+    ) -> Result<(HttpObject, Option<PieceBuf>)> {
         let parsed = url::Url::parse(url)
             .map_err(|_| Error::invalid(format!("bad URL {}", redact_url(url))))?;
         let host = host_key(&parsed);
-        let head = client
+        // Larger blocks are not fetched at open: its deadline bounds the
+        // whole open, and a block of up to 64 MiB may never be read. One
+        // byte then tells the size and validator, as a HEAD would.
+        let keep = first_len <= OPEN_BLOCK_MAX;
+        let first_len = if keep { first_len.max(1) } else { 1 };
+        let resp = client
             .send(&HttpRequest {
-                method: "HEAD",
+                method: "GET",
                 url,
-                range: None,
+                range: Some((0, first_len - 1)),
                 if_range: None,
                 cred,
                 deadline,
             })
             .map_err(|f| f.error)?;
-        let what = format!("HEAD {}", redact_url(url));
-        let ranges_advertised = head
-            .header("Accept-Ranges")
-            .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("bytes")));
-        let length = head
-            .header("Content-Length")
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        let content_type = head.header("Content-Type").map(str::to_string);
-        let (size, validator) = match (head.status, length) {
-            (200, Some(len)) if ranges_advertised => (len, validator_of(&head)),
-            (404 | 410 | 401, _) => return Err(head.status_fault(&what).error),
-            // HEAD refused (presigned GET-only URLs answer 403; some servers
-            // 405), or no length, or ranges not advertised: ask for one byte.
-            _ => {
-                drop(head);
-                probe(client, url, cred, deadline)?
+        let what = format!("GET {}", redact_url(url));
+        let content_type = resp.header("Content-Type").map(str::to_string);
+        let validator = validator_of(&resp);
+        let (size, first) = match resp.status {
+            206 => first_bytes(resp, &what, first_len)?,
+            416 => {
+                // An empty object has no byte 0.
+                let total = resp
+                    .header("Content-Range")
+                    .and_then(parse_unsatisfied_range);
+                if total != Some(0) {
+                    return Err(resp.into_fault(&what).error);
+                }
+                resp.finish();
+                (0, None)
             }
+            // A 200 with an empty body to a request for byte 0 is the whole
+            // object, and it is empty (Apache always answers so): there is
+            // no byte 0 to range over.
+            200 if resp.content_length() == Some(0) => (0, None),
+            // Dropped unread: the connection closes rather than carry the
+            // whole object.
+            200 => {
+                return Err(Error::new(
+                    libc::EOPNOTSUPP,
+                    format!(
+                        "{what}: the server ignores Range requests (answered 200 to a range); \
+                         gtio reads by range and will not download the whole object"
+                    ),
+                )
+                .with_http_status(200))
+            }
+            _ => return Err(resp.into_fault(&what).error),
         };
-        Ok(HttpObject {
-            client: Arc::clone(client),
-            url: url.to_string(),
-            host,
-            cred: cred.cloned(),
-            size,
-            validator,
-            content_type,
-        })
+        Ok((
+            HttpObject {
+                client: Arc::clone(client),
+                url: url.to_string(),
+                host,
+                cred: cred.cloned(),
+                size,
+                validator,
+                content_type,
+            },
+            first.filter(|_| keep),
+        ))
     }
 
     /// True when the server labels the object as a torrent.
@@ -93,63 +128,41 @@ fn validator_of(resp: &HttpResponse) -> Validator {
     }
 }
 
-/// `GET Range: bytes=0-0`: learns the size from `Content-Range` and whether
-/// ranges work at all.
-fn probe(
-    client: &HttpClient,
-    url: &str,
-    cred: Option<&Secret>,
-    deadline: Option<Instant>,
-) -> Result<(u64, Validator)> {
-    let what = format!("GET {}", redact_url(url));
-    let resp = client
-        .send(&HttpRequest {
-            method: "GET",
-            url,
-            range: Some((0, 0)),
-            if_range: None,
-            cred,
-            deadline,
-        })
-        .map_err(|f| f.error)?;
-    match resp.status {
-        206 => {
-            let (_, total) = resp
-                .header("Content-Range")
-                .and_then(parse_content_range)
-                .ok_or_else(|| Error::io(format!("{what}: 206 without a valid Content-Range")))?;
-            let total = total.ok_or_else(|| {
-                Error::io(format!("{what}: server does not tell the object size"))
-            })?;
-            let validator = validator_of(&resp);
-            // Drain the one byte so the connection goes back to the pool.
-            let _ = resp.body_exact(1).read(&mut [0u8; 1]);
-            Ok((total, validator))
-        }
-        416 => {
-            // An empty object has no byte 0.
-            match resp
-                .header("Content-Range")
-                .and_then(parse_unsatisfied_range)
-            {
-                Some(0) => Ok((0, validator_of(&resp))),
-                _ => Err(resp.status_fault(&what).error),
-            }
-        }
-        // A 200 with an empty body to a request for byte 0 is the whole
-        // object, and it is empty (Apache always answers so; nginx when HEAD
-        // is refused): there is no byte 0 to range over.
-        200 if resp.content_length() == Some(0) => Ok((0, validator_of(&resp))),
-        200 => Err(Error::new(
-            libc::EOPNOTSUPP,
-            format!(
-                "{what}: the server ignores Range requests (answered 200 to a range); \
-                 gtio reads by range and will not download the whole object"
-            ),
-        )
-        .with_http_status(200)),
-        _ => Err(resp.status_fault(&what).error),
+/// The open's `206`: the object's size, and its first bytes when the
+/// server sent all of `0..min(first_len, size)`. A shorter range starting
+/// at 0 is read (so the connection is reused) but not kept: the cache's
+/// unit is the whole block.
+fn first_bytes(resp: HttpResponse, what: &str, first_len: u64) -> Result<(u64, Option<PieceBuf>)> {
+    let ((a, b), total) = resp
+        .header("Content-Range")
+        .and_then(parse_content_range)
+        .ok_or_else(|| Error::io(format!("{what}: 206 without a valid Content-Range")))?;
+    let total =
+        total.ok_or_else(|| Error::io(format!("{what}: server does not tell the object size")))?;
+    let want = first_len.min(total);
+    if a != 0 || b >= want {
+        return Err(Error::io(format!(
+            "{what}: server answered bytes {a}-{b} to a request for bytes 0-{}",
+            first_len - 1
+        )));
     }
+    let len = b + 1;
+    if let Some(n) = resp.content_length().filter(|n| *n != len) {
+        return Err(Error::io(format!(
+            "{what}: server framed {n} bytes for a range of {len}"
+        )));
+    }
+    // `len` is at most `first_len`, a block size (u32).
+    let mut buf = PieceBuf::reuse(len as usize);
+    resp.body_exact(len).read_exact(&mut buf).map_err(|e| {
+        let errno = match e.kind() {
+            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => libc::ETIMEDOUT,
+            _ => libc::EIO,
+        };
+        // The body's own message names the request and the reason.
+        Error::new(errno, e.to_string())
+    })?;
+    Ok((total, (len == want).then_some(buf)))
 }
 
 /// `bytes a-b/total` → ((a, b), Some(total)); `total` may be `*`.
