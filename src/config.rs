@@ -132,7 +132,7 @@ pub struct HttpBounds {
     /// transient fault (retried), then `ETIMEDOUT`. `GTIO_STALL_MIN_BYTES_PER_SEC`,
     /// default 1024. 0 keeps only "no byte at all for `timeout_ms`".
     pub stall_min_bytes_per_sec: u64,
-    /// The whole of an open (HEAD, probe, metainfo download) must finish
+    /// The whole of an open (the first ranged GET, metainfo download) must finish
     /// within this many milliseconds. `GTIO_OPEN_TIMEOUT_MS`, default 60000.
     pub open_timeout_ms: u32,
 }
