@@ -34,6 +34,9 @@ const LAYOUT_DIR: &str = "gtio-store-v1";
 /// How long a waiter waits for a live writer's piece before fetching it
 /// itself (a writer that dies releases its claim at once).
 pub const CLAIM_TIMEOUT: Duration = Duration::from_secs(60);
+/// A hit refreshes a piece file's mtime (its recency on disk) only when it
+/// is at least this old.
+const RECENCY_GRAIN: Duration = Duration::from_secs(60);
 /// Re-list the directories after this many bytes written by us (other
 /// processes write too, and only a listing sees their pieces).
 const RESCAN_FRACTION: u64 = 8;
@@ -246,8 +249,18 @@ impl DiskStore {
                     .bytes_read
                     .fetch_add(data.len() as u64, Ordering::Relaxed);
                 // Recency for other processes' eviction and for our own
-                // rescans; between them, ours is the index.
-                let _ = file.set_modified(SystemTime::now());
+                // rescans; between them, ours is the index. Only when
+                // stale: each update is an inode write, and a minute is
+                // fine grain for evicting least recently used pieces.
+                let now = SystemTime::now();
+                let stale = meta
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|m| now.duration_since(m).ok())
+                    .is_none_or(|age| age >= RECENCY_GRAIN);
+                if stale {
+                    let _ = file.set_modified(now);
+                }
                 let mut index = self.lock();
                 if index.lru.get(&name).is_none() {
                     index.lru.put(name, on_disk);
