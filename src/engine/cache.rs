@@ -77,6 +77,29 @@ struct ReadLoaded {
     order: std::collections::VecDeque<(PieceKey, u64)>,
     /// Bytes (charge) of the entries in `order` still cached as read.
     bytes: u64,
+    /// Keys that left `order` (the last [`LEFT_KEYS`], oldest first): a
+    /// piece loaded again after it left is read more than once, so it is
+    /// then kept as a fetched piece is (2Q's "A1out" list: Johnson and
+    /// Shasha, VLDB 1994).
+    left: std::collections::HashSet<PieceKey>,
+    left_order: std::collections::VecDeque<PieceKey>,
+}
+
+/// Keys remembered after they left the list of read store pieces (a few
+/// bytes each).
+const LEFT_KEYS: usize = 4096;
+
+impl ReadLoaded {
+    fn remember_left(&mut self, key: PieceKey) {
+        if self.left.insert(key) {
+            self.left_order.push_back(key);
+        }
+        while self.left_order.len() > LEFT_KEYS {
+            if let Some(k) = self.left_order.pop_front() {
+                self.left.remove(&k);
+            }
+        }
+    }
 }
 
 struct Shard {
@@ -164,6 +187,7 @@ impl MemoryLru {
                     let c = charge(&e.piece);
                     self.total.fetch_sub(c, Ordering::AcqRel);
                     r.bytes = r.bytes.saturating_sub(c);
+                    r.remember_left(old);
                 }
             }
         }
@@ -260,11 +284,15 @@ impl PieceStore for MemoryLru {
 }
 
 impl MemoryLru {
-    fn put(&self, key: PieceKey, piece: Piece, loaded: Loaded) {
+    fn put(&self, key: PieceKey, piece: Piece, mut loaded: Loaded) {
         if piece.len() as u64 > self.max_piece() {
             // Keeping it would evict nearly everything for one piece;
             // readers still get it directly.
             return;
+        }
+        if loaded == Loaded::Unread && self.read_loaded().left.remove(&key) {
+            // Loaded again after it left: read more than once.
+            loaded = Loaded::No;
         }
         let add = charge(&piece);
         let used = self.clock.fetch_add(2, Ordering::Relaxed) + 2;
@@ -396,6 +424,16 @@ mod tests {
             assert!(cache.get(&key(i)).is_some());
         }
         assert!((1000..1000 + n).all(|i| cache.contains(&key(i))));
+        // A piece loaded again after it left is read more than once: kept
+        // like a fetched one however many store pieces are read after it.
+        cache.insert_loaded(key(0), piece(piece_len, 1));
+        assert!(cache.get(&key(0)).is_some());
+        for i in 2000..2000 + n {
+            cache.insert_loaded(key(i), piece(piece_len, 1));
+            assert!(cache.get(&key(i)).is_some());
+        }
+        assert!(cache.contains(&key(0)), "a piece read twice left again");
+        assert!(!cache.contains(&key(2000)), "read once: left");
     }
 
     #[test]
