@@ -79,8 +79,7 @@ struct ReadLoaded {
     bytes: u64,
     /// Keys that left `order` (the last [`LEFT_KEYS`], oldest first): a
     /// piece loaded again after it left is read more than once, so it is
-    /// then kept as a fetched piece is (2Q's "A1out" list: Johnson and
-    /// Shasha, VLDB 1994).
+    /// then kept as a fetched piece is (the "A1out" list of 2Q).
     left: std::collections::HashSet<PieceKey>,
     left_order: std::collections::VecDeque<PieceKey>,
 }
