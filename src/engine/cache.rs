@@ -72,10 +72,11 @@ pub struct MemoryLru {
 
 #[derive(Default)]
 struct ReadLoaded {
-    /// (key, the mark its entry carries): an entry replaced or evicted
-    /// meanwhile no longer matches and is skipped.
-    order: std::collections::VecDeque<(PieceKey, u64)>,
-    /// Bytes (charge) of the entries in `order` still cached as read.
+    /// (key, the mark its entry carries, its charge): an entry replaced
+    /// or evicted meanwhile no longer matches and is skipped when it comes
+    /// out. Its charge counts until then, so `bytes` is exactly the sum
+    /// over `order` whatever thread evicts what meanwhile.
+    order: std::collections::VecDeque<(PieceKey, u64, u64)>,
     bytes: u64,
     /// Keys that left `order` (the last [`LEFT_KEYS`], oldest first): a
     /// piece loaded again after it left is read more than once, so it is
@@ -156,26 +157,18 @@ impl MemoryLru {
         Self::READ_LOADED.min(self.cap / 8)
     }
 
-    /// An entry's charge left the cache: if it was counted as a read
-    /// store-loaded piece, it is no longer.
-    fn forget_read(&self, e: &Entry) {
-        if let Loaded::Read(_) = e.loaded {
-            let mut r = self.read_loaded();
-            r.bytes = r.bytes.saturating_sub(charge(&e.piece));
-        }
-    }
-
     /// A store-loaded piece was read for the first time: list it, and drop
     /// the oldest listed ones past the bound. Called with no shard locked
     /// (this takes the list's lock, then shard locks).
     fn list_read(&self, key: PieceKey, mark: u64, bytes: u64) {
         let mut r = self.read_loaded();
-        r.order.push_back((key, mark));
+        r.order.push_back((key, mark, bytes));
         r.bytes += bytes;
         while r.bytes > self.read_loaded_cap() && r.order.len() > 2 {
-            let Some((old, mark)) = r.order.pop_front() else {
+            let Some((old, mark, listed)) = r.order.pop_front() else {
                 break;
             };
+            r.bytes -= listed;
             let mut shard = Self::lock(self.shard(&old));
             if shard
                 .lru
@@ -183,9 +176,7 @@ impl MemoryLru {
                 .is_some_and(|e| e.loaded == Loaded::Read(mark))
             {
                 if let Some(e) = shard.lru.pop(&old) {
-                    let c = charge(&e.piece);
-                    self.total.fetch_sub(c, Ordering::AcqRel);
-                    r.bytes = r.bytes.saturating_sub(c);
+                    self.total.fetch_sub(charge(&e.piece), Ordering::AcqRel);
                     r.remember_left(old);
                 }
             }
@@ -226,7 +217,6 @@ impl MemoryLru {
             let popped = Self::lock(&self.shards[i]).lru.pop_lru();
             if let Some((_, e)) = popped {
                 self.total.fetch_sub(charge(&e.piece), Ordering::AcqRel);
-                self.forget_read(&e);
             }
         }
     }
@@ -306,7 +296,6 @@ impl MemoryLru {
         self.total.fetch_add(add, Ordering::AcqRel);
         if let Some(old) = old {
             self.total.fetch_sub(charge(&old.piece), Ordering::AcqRel);
-            self.forget_read(&old);
         }
         self.evict_to_cap();
     }
