@@ -12,6 +12,18 @@
 //! shard kept nothing larger than 1/16 of the cache, so 16 MiB pieces were
 //! never hit in a 128 MiB cache). Eviction takes the least recently used
 //! entry across shards, compared by a clock that advances once per insert.
+//!
+//! Pieces loaded from the persistent store are also in the kernel's page
+//! cache, so keeping them here once read only doubles their memory: a piece
+//! inserted with [`PieceStore::insert_loaded`] is held like any other until
+//! its first read, then joins a first-in-first-out list of read store
+//! pieces that is held to [`MemoryLru::READ_LOADED`] bytes (and never
+//! fewer than its last two pieces, so a piece read in small parts stays
+//! while it is read). A pass over stored data thus uses the memory its
+//! readahead needs, not the whole bound: on a 2-core VM, faulting in 128
+//! MiB of fresh memory for the cache took longer than reading 256 MiB from
+//! the store (`docs/store.md`). Pieces read again after leaving the list
+//! load again from the store (the page cache).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -29,6 +41,11 @@ pub trait PieceStore: Send + Sync {
     /// Keep `piece` if it fits (a store may decline, e.g. a piece larger
     /// than it can hold without evicting everything else).
     fn insert(&self, key: PieceKey, piece: Piece);
+    /// Keep `piece`, loaded from a persistent store, until it has been
+    /// read (see the module docs); by default as `insert`.
+    fn insert_loaded(&self, key: PieceKey, piece: Piece) {
+        self.insert(key, piece);
+    }
     /// Bytes the store holds now, its bookkeeping included.
     fn bytes(&self) -> u64;
     fn clear(&self);
@@ -49,6 +66,40 @@ pub struct MemoryLru {
     total: AtomicU64,
     /// Advanced by 2 at each insert; an entry remembers its last use.
     clock: AtomicU64,
+    /// Store-loaded pieces read once, oldest first.
+    read_loaded: Mutex<ReadLoaded>,
+}
+
+#[derive(Default)]
+struct ReadLoaded {
+    /// (key, the mark its entry carries, its charge): an entry replaced
+    /// or evicted meanwhile no longer matches and is skipped when it comes
+    /// out. Its charge counts until then, so `bytes` is exactly the sum
+    /// over `order` whatever thread evicts what meanwhile.
+    order: std::collections::VecDeque<(PieceKey, u64, u64)>,
+    bytes: u64,
+    /// Keys that left `order` (the last [`LEFT_KEYS`], oldest first): a
+    /// piece loaded again after it left is read more than once, so it is
+    /// then kept as a fetched piece is (the "A1out" list of 2Q).
+    left: std::collections::HashSet<PieceKey>,
+    left_order: std::collections::VecDeque<PieceKey>,
+}
+
+/// Keys remembered after they left the list of read store pieces (a few
+/// bytes each).
+const LEFT_KEYS: usize = 4096;
+
+impl ReadLoaded {
+    fn remember_left(&mut self, key: PieceKey) {
+        if self.left.insert(key) {
+            self.left_order.push_back(key);
+        }
+        while self.left_order.len() > LEFT_KEYS {
+            if let Some(k) = self.left_order.pop_front() {
+                self.left.remove(&k);
+            }
+        }
+    }
 }
 
 struct Shard {
@@ -58,6 +109,16 @@ struct Shard {
 struct Entry {
     piece: Piece,
     used: u64,
+    loaded: Loaded,
+}
+
+/// Whether an entry came from the persistent store, and if so whether it
+/// has been read (with its mark in `ReadLoaded::order`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Loaded {
+    No,
+    Unread,
+    Read(u64),
 }
 
 fn charge(piece: &Piece) -> u64 {
@@ -77,6 +138,48 @@ impl MemoryLru {
             cap: cap_bytes,
             total: AtomicU64::new(0),
             clock: AtomicU64::new(0),
+            read_loaded: Mutex::new(ReadLoaded::default()),
+        }
+    }
+
+    /// Bytes of read store-loaded pieces kept: what a sequential reader
+    /// goes back over (a short reorder, a small read of a piece's rest),
+    /// not a working set (`insert_loaded`).
+    pub const READ_LOADED: u64 = 16 << 20;
+
+    fn read_loaded(&self) -> std::sync::MutexGuard<'_, ReadLoaded> {
+        self.read_loaded.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The bound of the read store-loaded pieces: `READ_LOADED`, at most an
+    /// eighth of the cache.
+    fn read_loaded_cap(&self) -> u64 {
+        Self::READ_LOADED.min(self.cap / 8)
+    }
+
+    /// A store-loaded piece was read for the first time: list it, and drop
+    /// the oldest listed ones past the bound. Called with no shard locked
+    /// (this takes the list's lock, then shard locks).
+    fn list_read(&self, key: PieceKey, mark: u64, bytes: u64) {
+        let mut r = self.read_loaded();
+        r.order.push_back((key, mark, bytes));
+        r.bytes += bytes;
+        while r.bytes > self.read_loaded_cap() && r.order.len() > 2 {
+            let Some((old, mark, listed)) = r.order.pop_front() else {
+                break;
+            };
+            r.bytes -= listed;
+            let mut shard = Self::lock(self.shard(&old));
+            if shard
+                .lru
+                .peek(&old)
+                .is_some_and(|e| e.loaded == Loaded::Read(mark))
+            {
+                if let Some(e) = shard.lru.pop(&old) {
+                    self.total.fetch_sub(charge(&e.piece), Ordering::AcqRel);
+                    r.remember_left(old);
+                }
+            }
         }
     }
 
@@ -111,7 +214,8 @@ impl MemoryLru {
             };
             // Another thread may have evicted it meanwhile: popping that
             // shard's current tail is as good.
-            if let Some((_, e)) = Self::lock(&self.shards[i]).lru.pop_lru() {
+            let popped = Self::lock(&self.shards[i]).lru.pop_lru();
+            if let Some((_, e)) = popped {
                 self.total.fetch_sub(charge(&e.piece), Ordering::AcqRel);
             }
         }
@@ -127,7 +231,18 @@ impl PieceStore for MemoryLru {
         let mut shard = Self::lock(self.shard(key));
         let e = shard.lru.get_mut(key)?;
         e.used = now;
-        Some(e.piece.clone())
+        let piece = e.piece.clone();
+        if e.loaded != Loaded::Unread {
+            return Some(piece);
+        }
+        // A store-loaded piece's first read: the mark tells this listing
+        // from a later one of a replaced entry.
+        let mark = self.clock.fetch_add(2, Ordering::Relaxed) + 2;
+        e.loaded = Loaded::Read(mark);
+        let bytes = charge(&piece);
+        drop(shard);
+        self.list_read(*key, mark, bytes);
+        Some(piece)
     }
 
     fn contains(&self, key: &PieceKey) -> bool {
@@ -135,21 +250,11 @@ impl PieceStore for MemoryLru {
     }
 
     fn insert(&self, key: PieceKey, piece: Piece) {
-        if piece.len() as u64 > self.max_piece() {
-            // Keeping it would evict nearly everything for one piece;
-            // readers still get it directly.
-            return;
-        }
-        let add = charge(&piece);
-        let used = self.clock.fetch_add(2, Ordering::Relaxed) + 2;
-        let old = Self::lock(self.shard(&key))
-            .lru
-            .put(key, Entry { piece, used });
-        self.total.fetch_add(add, Ordering::AcqRel);
-        if let Some(old) = old {
-            self.total.fetch_sub(charge(&old.piece), Ordering::AcqRel);
-        }
-        self.evict_to_cap();
+        self.put(key, piece, Loaded::No);
+    }
+
+    fn insert_loaded(&self, key: PieceKey, piece: Piece) {
+        self.put(key, piece, Loaded::Unread);
     }
 
     fn bytes(&self) -> u64 {
@@ -163,6 +268,36 @@ impl PieceStore for MemoryLru {
             s.lru.clear();
             self.total.fetch_sub(freed, Ordering::AcqRel);
         }
+        *self.read_loaded() = ReadLoaded::default();
+    }
+}
+
+impl MemoryLru {
+    fn put(&self, key: PieceKey, piece: Piece, mut loaded: Loaded) {
+        if piece.len() as u64 > self.max_piece() {
+            // Keeping it would evict nearly everything for one piece;
+            // readers still get it directly.
+            return;
+        }
+        if loaded == Loaded::Unread && self.read_loaded().left.remove(&key) {
+            // Loaded again after it left: read more than once.
+            loaded = Loaded::No;
+        }
+        let add = charge(&piece);
+        let used = self.clock.fetch_add(2, Ordering::Relaxed) + 2;
+        let old = Self::lock(self.shard(&key)).lru.put(
+            key,
+            Entry {
+                piece,
+                used,
+                loaded,
+            },
+        );
+        self.total.fetch_add(add, Ordering::AcqRel);
+        if let Some(old) = old {
+            self.total.fetch_sub(charge(&old.piece), Ordering::AcqRel);
+        }
+        self.evict_to_cap();
     }
 }
 
@@ -244,6 +379,65 @@ mod tests {
         }
         assert!(!cache.contains(&key(0)));
         assert!(pinned.iter().all(|&b| b == 7));
+    }
+
+    #[test]
+    fn store_loaded_pieces_leave_soon_after_their_first_read() {
+        let cache = MemoryLru::new(64 << 20);
+        let piece_len = 1 << 20;
+        let cap = cache.read_loaded_cap();
+        let n = 2 * (cap / piece_len as u64) as u32;
+        // Loaded, not read yet (readahead): kept however many.
+        for i in 0..n {
+            cache.insert_loaded(key(i), piece(piece_len, 1));
+        }
+        assert!((0..n).all(|i| cache.contains(&key(i))));
+        // Read in order: only the last READ_LOADED bytes of them stay.
+        for i in 0..n {
+            assert!(cache.get(&key(i)).is_some(), "piece {i} read");
+            // Read again at once (a piece read in small parts): still there.
+            assert!(cache.get(&key(i)).is_some(), "piece {i} read again");
+        }
+        let kept = (0..n).filter(|&i| cache.contains(&key(i))).count() as u64;
+        assert!(
+            kept * (piece_len as u64 + ENTRY_OVERHEAD) <= cap && kept >= cap / piece_len as u64 - 1,
+            "{kept} read pieces kept"
+        );
+        assert!(!cache.contains(&key(0)), "the first read piece left");
+        assert!(cache.contains(&key(n - 1)), "the last read piece stayed");
+        assert!(cache.bytes() <= cap, "{} bytes held", cache.bytes());
+        // Fetched pieces are not affected, read or not.
+        for i in 1000..1000 + n {
+            cache.insert(key(i), piece(piece_len, 2));
+            assert!(cache.get(&key(i)).is_some());
+        }
+        assert!((1000..1000 + n).all(|i| cache.contains(&key(i))));
+        // A piece loaded again after it left is read more than once: kept
+        // like a fetched one however many store pieces are read after it.
+        cache.insert_loaded(key(0), piece(piece_len, 1));
+        assert!(cache.get(&key(0)).is_some());
+        for i in 2000..2000 + n {
+            cache.insert_loaded(key(i), piece(piece_len, 1));
+            assert!(cache.get(&key(i)).is_some());
+        }
+        assert!(cache.contains(&key(0)), "a piece read twice left again");
+        assert!(!cache.contains(&key(2000)), "read once: left");
+    }
+
+    #[test]
+    fn a_store_loaded_piece_larger_than_the_list_stays_while_read() {
+        let cache = MemoryLru::new(256 << 20);
+        let big = 2 * MemoryLru::READ_LOADED as usize;
+        cache.insert_loaded(key(0), piece(big, 3));
+        for _ in 0..4 {
+            assert!(cache.get(&key(0)).is_some(), "the piece being read left");
+        }
+        cache.insert_loaded(key(1), piece(big, 4));
+        cache.insert_loaded(key(2), piece(big, 5));
+        assert!(cache.get(&key(1)).is_some() && cache.get(&key(2)).is_some());
+        // The two last read stay; the third from last goes.
+        assert!(!cache.contains(&key(0)));
+        assert!(cache.contains(&key(1)) && cache.contains(&key(2)));
     }
 
     #[test]

@@ -702,7 +702,7 @@ impl Engine {
         let mut from_store = |piece: u32, p: Piece| {
             self.counters.store_hits.fetch_add(1, Ordering::Relaxed);
             job.stats.fetched(stats::SourceKind::Store, p.len() as u64);
-            self.complete(&provider.key(piece), Ok(p));
+            self.complete_from(&provider.key(piece), Ok(p), true);
         };
         let mut settled = tiers::settle(store, provider, job.pieces.clone(), &mut from_store);
         for &p in settled
@@ -856,8 +856,19 @@ impl Engine {
     /// A piece arrived (or failed): cache it, then serve its waiters.
     /// False when no download waited for it (another copy came first).
     fn complete(&self, key: &PieceKey, result: Result<Piece, Error>) -> bool {
+        self.complete_from(key, result, false)
+    }
+
+    /// `complete`; `stored`: the piece was loaded from the persistent
+    /// store, so the memory cache lets it go soon after it is read
+    /// (`cache`, `insert_loaded`).
+    fn complete_from(&self, key: &PieceKey, result: Result<Piece, Error>, stored: bool) -> bool {
         if let Ok(piece) = &result {
-            self.cache.insert(*key, Arc::clone(piece));
+            if stored {
+                self.cache.insert_loaded(*key, Arc::clone(piece));
+            } else {
+                self.cache.insert(*key, Arc::clone(piece));
+            }
         }
         let flight = self
             .flights
@@ -867,6 +878,10 @@ impl Engine {
         let Some(flight) = flight else {
             return false;
         };
+        if stored && result.is_ok() && !flight.waiters.is_empty() {
+            // Its waiters read it now: that is its first read.
+            let _ = self.cache.get(key);
+        }
         for w in flight.waiters {
             let foreign = !same_provider(&w.provider, &flight.provider);
             if result.is_err() && foreign && !w.rerouted {

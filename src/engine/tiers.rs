@@ -130,6 +130,9 @@ pub struct Writer {
     thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
+/// How long the writer waits for a first save before listing the store.
+const SCAN_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Pieces written per batch, at most.
 pub const BATCH_PIECES: usize = 64;
 
@@ -152,8 +155,19 @@ impl Writer {
             .name("gtio-store".into())
             .spawn(move || {
                 lower_priority();
-                store.scan_unless(&|| stop.load(std::sync::atomic::Ordering::Relaxed));
-                while let Ok(first) = rx.recv() {
+                // The listing is for eviction and the gauge: a process
+                // that only reads from the store has no use for it soon,
+                // and on a small machine the walk takes CPU its readers
+                // want (`docs/store.md`). A first save lists first.
+                let mut waiting = match rx.recv_timeout(SCAN_AFTER) {
+                    Ok(save) => Some(save),
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                        store.scan_unless(&|| stop.load(std::sync::atomic::Ordering::Relaxed));
+                        None
+                    }
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+                };
+                while let Some(first) = waiting.take().or_else(|| rx.recv().ok()) {
                     let mut staged = Vec::new();
                     let mut claims = Vec::new();
                     let mut next = Some(first);

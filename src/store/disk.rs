@@ -9,15 +9,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-use lru::LruCache;
-
 use crate::{Error, Result};
 
 mod claims;
 mod file;
+mod index;
 
 pub use claims::ClaimGuard;
 use claims::{Claims, Try};
+use index::Index;
 
 use file::{read_verified, write_piece, MAX_PIECE, TRAILER};
 
@@ -34,6 +34,9 @@ const LAYOUT_DIR: &str = "gtio-store-v1";
 /// How long a waiter waits for a live writer's piece before fetching it
 /// itself (a writer that dies releases its claim at once).
 pub const CLAIM_TIMEOUT: Duration = Duration::from_secs(60);
+/// A hit refreshes a piece file's mtime (its recency on disk) only when it
+/// is at least this old.
+const RECENCY_GRAIN: Duration = Duration::from_secs(60);
 /// Re-list the directories after this many bytes written by us (other
 /// processes write too, and only a listing sees their pieces).
 const RESCAN_FRACTION: u64 = 8;
@@ -107,15 +110,6 @@ struct Counters {
     write_errors: AtomicU64,
 }
 
-struct Index {
-    /// name -> size on disk, least recently used first.
-    lru: LruCache<String, u64>,
-    total: u64,
-    written_since_scan: u64,
-    /// Whether the directories were listed yet (lazily: not at open).
-    scanned: bool,
-}
-
 pub struct DiskStore {
     root: PathBuf,
     cap: u64,
@@ -163,12 +157,7 @@ impl DiskStore {
         let store = DiskStore {
             root: root.clone(),
             cap,
-            index: Mutex::new(Index {
-                lru: LruCache::unbounded(),
-                total: 0,
-                written_since_scan: 0,
-                scanned: false,
-            }),
+            index: Mutex::new(Index::new()),
             disk_full: AtomicBool::new(false),
             next_tmp: AtomicU64::new(0),
             counters: Counters::default(),
@@ -246,8 +235,18 @@ impl DiskStore {
                     .bytes_read
                     .fetch_add(data.len() as u64, Ordering::Relaxed);
                 // Recency for other processes' eviction and for our own
-                // rescans; between them, ours is the index.
-                let _ = file.set_modified(SystemTime::now());
+                // rescans; between them, ours is the index. Only when
+                // stale: each update is an inode write, and a minute is
+                // fine grain for evicting least recently used pieces.
+                let now = SystemTime::now();
+                let stale = meta
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|m| now.duration_since(m).ok())
+                    .is_none_or(|age| age >= RECENCY_GRAIN);
+                if stale {
+                    let _ = file.set_modified(now);
+                }
                 let mut index = self.lock();
                 if index.lru.get(&name).is_none() {
                     index.lru.put(name, on_disk);
@@ -435,87 +434,6 @@ impl DiskStore {
         } else {
             Err(io::Error::last_os_error())
         }
-    }
-
-    fn forget(&self, name: &str) {
-        let mut index = self.lock();
-        if let Some(size) = index.lru.pop(name) {
-            index.total -= size;
-        }
-    }
-
-    /// Evict least recently used pieces until within the bound.
-    fn evict_to_bound(&self) {
-        loop {
-            let victim = {
-                let mut index = self.lock();
-                if index.total <= self.cap {
-                    return;
-                }
-                let Some((name, size)) = index.lru.pop_lru() else {
-                    index.total = 0;
-                    return;
-                };
-                index.total -= size;
-                name
-            };
-            // Gone already (another process evicted it) is as good.
-            let _ = fs::remove_file(self.piece_path(&victim));
-            self.counters.evictions.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Rebuild the index from the directories: sizes and mtimes only, least
-    /// recently used (oldest mtime) first.
-    fn rescan(&self) {
-        self.rescan_unless(&|| false);
-    }
-
-    /// `rescan`, unless `abort` (asked between directories) stops it
-    /// first; whether it completed.
-    fn rescan_unless(&self, abort: &dyn Fn() -> bool) -> bool {
-        let mut found: Vec<(SystemTime, String, u64)> = Vec::new();
-        let Ok(shards) = fs::read_dir(self.root.join("pieces")) else {
-            return true;
-        };
-        for shard in shards.flatten() {
-            if abort() {
-                return false;
-            }
-            let Ok(entries) = fs::read_dir(shard.path()) else {
-                continue;
-            };
-            for e in entries.flatten() {
-                let Ok(meta) = e.metadata() else { continue };
-                let Ok(name) = e.file_name().into_string() else {
-                    continue;
-                };
-                if !meta.is_file() {
-                    continue;
-                }
-                let used = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-                found.push((used, name, meta.len()));
-            }
-        }
-        found.sort();
-        let mut lru = LruCache::unbounded();
-        let mut total = 0;
-        for (_, name, size) in found {
-            total += size;
-            lru.put(name, size);
-        }
-        // What this store used keeps its order, after what only the disk
-        // knows (mtimes tie within the clock's granularity, and the index
-        // saw every use of ours).
-        let mut index = self.lock();
-        for (name, _) in index.lru.iter().rev() {
-            lru.promote(name);
-        }
-        index.lru = lru;
-        index.total = total;
-        index.written_since_scan = 0;
-        index.scanned = true;
-        true
     }
 
     /// Temporary files whose writer is gone (a crash mid-write), and the

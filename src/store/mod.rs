@@ -53,10 +53,13 @@
 //! # Bound
 //!
 //! The store keeps an index of its pieces (sizes and last use), built by
-//! listing the directories (no file is read) on the writer thread when it
-//! starts, so opening a 10 GiB store costs the opener nothing, and refreshed
-//! from disk now and then, since other processes add pieces too. After each write it evicts least
-//! recently used pieces until it is within `cache_dir_bytes`. A full disk
+//! listing the directories (no file is read) on the writer thread, before
+//! its first save or a second after it starts, so opening a 10 GiB store
+//! costs the opener nothing and a process that only reads pays no walk,
+//! and refreshed from disk now and then, since other processes add pieces
+//! too. After each write it evicts least recently used pieces until it is
+//! within `cache_dir_bytes`. A hit refreshes a piece file's mtime (its
+//! recency for other processes) when it is a minute old or more. A full disk
 //! (ENOSPC, EDQUOT) turns writing off with one warning in the statistics
 //! (`store_warning`); the reader never sees an error for it.
 
