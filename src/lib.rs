@@ -24,6 +24,7 @@
 //! `libgtio.so` links no argument parser, progress bar, HTTP server or FUSE.
 
 pub mod bencode;
+pub mod buffers;
 pub mod completion;
 pub mod config;
 pub mod dataset;

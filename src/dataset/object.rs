@@ -10,7 +10,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use super::{FileEntry, Layout};
-use crate::engine::buffers::PieceBuf;
+use crate::buffers::PieceBuf;
 use crate::engine::{Identity, Piece, PieceKey, PieceProvider};
 use crate::source::{Fault, RangeSource};
 use crate::{Error, Result};

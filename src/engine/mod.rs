@@ -15,7 +15,6 @@
 //! request's state → its handle's pending table → its ring. No lock is held
 //! while a provider fetches or while a caller's callback runs.
 
-pub mod buffers;
 pub mod cache;
 pub mod keys;
 pub mod layout;
@@ -44,7 +43,7 @@ use scheduler::{Job, Scheduler};
 use stats::{DownloadInfo, Gauges, StatSet};
 
 /// A verified piece, shared by the cache and its readers.
-pub type Piece = Arc<buffers::PieceBuf>;
+pub type Piece = Arc<crate::buffers::PieceBuf>;
 
 pub use keys::{Identity, ObjectId, PieceKey};
 
@@ -334,7 +333,7 @@ impl Engine {
         let store = store.map(|s| {
             Arc::new(
                 s.with_check(verify::sha1_matches)
-                    .with_buffers(|len| buffers::PieceBuf::reuse(len).into_vec()),
+                    .with_buffers(|len| crate::buffers::PieceBuf::reuse(len).into_vec()),
             )
         });
         // A quarter of the memory cache may wait to be written.

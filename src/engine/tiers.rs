@@ -12,8 +12,8 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::buffers::PieceBuf;
 use super::{Piece, PieceKey, PieceProvider};
+use crate::buffers::PieceBuf;
 use crate::store::{Claim, ClaimGuard, DiskStore, StoreKey, CLAIM_TIMEOUT};
 
 /// The store's name for a piece, when it can outlive the process: a

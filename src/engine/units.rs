@@ -24,9 +24,9 @@ use std::sync::{Arc, OnceLock};
 
 use sha1::{Digest, Sha1};
 
-use super::buffers::PieceBuf;
 use super::layout::Layout;
 use super::{Piece, PieceKey, PieceProvider};
+use crate::buffers::PieceBuf;
 use crate::source::Fault;
 use crate::Error;
 

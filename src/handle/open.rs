@@ -11,10 +11,10 @@ use std::io::Read;
 use std::sync::Arc;
 
 use super::Dataset;
+use crate::buffers::PieceBuf;
 use crate::dataset::metainfo::{self, MAX_METAINFO_BYTES};
 use crate::dataset::object::{uri_basename, ObjectProvider};
 use crate::dataset::torrent::{Origin, TorrentProvider};
-use crate::engine::buffers::PieceBuf;
 use crate::engine::stats::SourceKind;
 use crate::error::redact_url;
 use crate::runtime;

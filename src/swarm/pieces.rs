@@ -20,7 +20,7 @@ use crossbeam_channel::Sender;
 use mio::Token;
 
 use super::wire::{BlockRef, BLOCK};
-use crate::engine::buffers::PieceBuf;
+use crate::buffers::PieceBuf;
 use crate::engine::Piece;
 
 /// A complete (not yet verified) piece sent to a waiting fetch.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{host_key, ExactBody, HttpClient, HttpRequest, HttpResponse, Secret};
-use crate::engine::buffers::PieceBuf;
+use crate::buffers::PieceBuf;
 use crate::error::redact_url;
 use crate::source::{Fault, RangeSource, Validator};
 use crate::{Error, Result};
