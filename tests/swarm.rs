@@ -1053,12 +1053,20 @@ fn a_slow_peers_blocks_of_a_demand_piece_go_to_a_faster_one() {
         let at = (p as usize) << 20;
         assert!(got.unwrap()[..] == data[at..at + (1 << 20)], "piece {p}");
     }
-    let (served, cancels) = (slow.served.load(Relaxed), slow.cancels.load(Relaxed));
+    let served = slow.served.load(Relaxed);
+    let (asked, cancels) = (
+        slow.queue.requested.load(Relaxed),
+        slow.queue.cancels.load(Relaxed),
+    );
     // Without the demand endgame the slow peer serves every block of the
     // demand pieces it was asked for (32 of piece 0 alone), uncancelled.
+    // Blocks it was asked for and neither served nor had cancelled are the
+    // ones still queued when the test ends (the readahead's, at most a
+    // pipeline); a loaded machine may also leave the slow peer never asked
+    // for a demand block, which needs no cancel.
     assert!(
-        cancels > 0,
-        "no cancel reached the slow peer (it served {served})"
+        cancels > 0 || asked <= served + 16,
+        "no cancel reached the slow peer (asked {asked}, served {served})"
     );
     assert!(served <= 12, "the slow peer served {served} blocks");
     assert!(fast.served.load(Relaxed) >= 4 * 64 - served);

@@ -42,8 +42,18 @@ pub struct BadPeer {
     /// Blocks served (for asserting the peer was used).
     pub served: Arc<AtomicUsize>,
     pub connections: Arc<AtomicUsize>,
-    /// Cancels that named a request still queued (`Slow`).
-    pub cancels: Arc<AtomicUsize>,
+    /// Requests queued and cancels that named a request still queued
+    /// (`Slow`, `Partial`).
+    pub queue: Arc<QueueCounts>,
+}
+
+/// What a queueing peer (`Slow`, `Partial`) was asked and told to drop.
+#[derive(Default)]
+pub struct QueueCounts {
+    /// Block requests received.
+    pub requested: AtomicUsize,
+    /// Cancels of a request still in the queue.
+    pub cancels: AtomicUsize,
 }
 
 impl Drop for BadPeer {
@@ -60,12 +70,12 @@ impl BadPeer {
         let stop = Arc::new(AtomicBool::new(false));
         let served = Arc::new(AtomicUsize::new(0));
         let connections = Arc::new(AtomicUsize::new(0));
-        let cancels = Arc::new(AtomicUsize::new(0));
+        let queue = Arc::new(QueueCounts::default());
         let (st, sv, cn, cc) = (
             stop.clone(),
             served.clone(),
             connections.clone(),
-            cancels.clone(),
+            queue.clone(),
         );
         thread::spawn(move || {
             for s in l.incoming() {
@@ -85,7 +95,7 @@ impl BadPeer {
             stop,
             served,
             connections,
-            cancels,
+            queue,
         }
     }
 }
@@ -106,7 +116,7 @@ fn serve(
     piece_len: u64,
     stop: &AtomicBool,
     served: &AtomicUsize,
-    cancels: &Arc<AtomicUsize>,
+    queue: &Arc<QueueCounts>,
 ) -> std::io::Result<()> {
     s.set_read_timeout(Some(Duration::from_millis(200)))?;
     let mut hs = [0u8; 68];
@@ -133,14 +143,14 @@ fn serve(
         }
         s.write_all(&msg(5, &bits))?; // bitfield
         s.write_all(&msg(1, &[]))?;
-        return serve_slow(s, 0, data, piece_len, stop, served, cancels);
+        return serve_slow(s, 0, data, piece_len, stop, served, queue);
     }
     s.write_all(&msg(0x0e, &[]))?; // have-all
     if mode != Mode::NeverUnchoke {
         s.write_all(&msg(1, &[]))?; // unchoke
     }
     if let Mode::Slow(ms) = mode {
-        return serve_slow(s, ms, data, piece_len, stop, served, cancels);
+        return serve_slow(s, ms, data, piece_len, stop, served, queue);
     }
     let mut blocks = 0usize;
     let mut requests = 0usize;
@@ -209,7 +219,7 @@ fn serve_slow(
     piece_len: u64,
     stop: &AtomicBool,
     served: &AtomicUsize,
-    cancels: &Arc<AtomicUsize>,
+    queue: &Arc<QueueCounts>,
 ) -> std::io::Result<()> {
     use std::collections::VecDeque;
     use std::sync::Mutex;
@@ -217,7 +227,7 @@ fn serve_slow(
     let done = Arc::new(AtomicBool::new(false));
     let mut r = s.try_clone()?;
     let (q, d) = (queue.clone(), done.clone());
-    let c = cancels.clone();
+    let c = queue.clone();
     thread::spawn(move || {
         let never = AtomicBool::new(false);
         loop {
@@ -239,11 +249,14 @@ fn serve_slow(
             let key: Option<[u8; 12]> = (len == 13).then(|| body[1..13].try_into().unwrap());
             let mut q = q.lock().unwrap();
             match (body[0], key) {
-                (6, Some(k)) => q.push_back(k),
+                (6, Some(k)) => {
+                    c.requested.fetch_add(1, Ordering::Relaxed);
+                    q.push_back(k);
+                }
                 (8, Some(k)) => {
                     if let Some(i) = q.iter().position(|x| *x == k) {
                         q.remove(i);
-                        c.fetch_add(1, Ordering::Relaxed);
+                        c.cancels.fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 _ => {}
