@@ -15,6 +15,11 @@ Environment (sizes in bytes, or with a K/M/G suffix):
                      (target/bench-data)
     BENCH_SKIP       comma list of nginx,aria2c,mktorrent,fsspec to treat as
                      missing (tests the fallbacks)
+    BENCH_ONLY       comma list of cases to run (seq,random,hits,python,
+                     torrent and the names of bench/cases/*.py, e.g. mount);
+                     the report then goes to target/bench/results-only.md
+                     unless --out is given, so bench/results.md keeps the
+                     figures of a whole run
 
 Only the standard library is needed; fsspec (from .venv) is optional. curl
 is required; nginx, aria2c, mktorrent and fsspec are optional: a missing one
@@ -67,6 +72,7 @@ class Bench:
         self.lib = os.path.join(ROOT, "target/release/libgtio.so")
         # BENCH_SKIP=aria2c,mktorrent,nginx,fsspec: act as if missing (to test the harness)
         self.skip_tools = set(filter(None, os.environ.get("BENCH_SKIP", "").split(",")))
+        self.only = set(filter(None, os.environ.get("BENCH_ONLY", "").split(",")))
         self.curl = shutil.which("curl")
         self.aria2c = None if "aria2c" in self.skip_tools else shutil.which("aria2c")
         self.mktorrent = None if "mktorrent" in self.skip_tools else shutil.which("mktorrent")
@@ -414,6 +420,11 @@ class Bench:
                      (30, "hits", self.case_hits), (40, "python", self.case_python),
                      (50, "torrent", self.case_torrent)]
             cases += [(m.ORDER, name, (lambda m=m: m.run(self))) for name, m in self.extra]
+            if self.only:
+                unknown = self.only - {name for _, name, _ in cases}
+                if unknown:
+                    raise HarnessError(f"BENCH_ONLY: no case named {', '.join(sorted(unknown))}")
+                cases = [c for c in cases if c[1] in self.only]
             for _, name, case in sorted(cases, key=lambda c: c[0]):
                 t = time.perf_counter()
                 case()
@@ -566,7 +577,12 @@ def main():
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     if a.out is None:
-        a.out = os.path.join(ROOT, "target/bench/results-smoke.md" if a.smoke else "bench/results.md")
+        if a.smoke:
+            a.out = os.path.join(ROOT, "target/bench/results-smoke.md")
+        elif os.environ.get("BENCH_ONLY"):
+            a.out = os.path.join(ROOT, "target/bench/results-only.md")
+        else:
+            a.out = os.path.join(ROOT, "bench/results.md")
     b = Bench(a)
     try:
         b.main()

@@ -93,6 +93,17 @@ fn mount_with(input: &std::ffi::OsStr, mp: &Path, extra: &[&str]) -> Mounted {
     m
 }
 
+/// The read_ahead_kb file of the mount's backing device (its own bdi).
+fn bdi_readahead_knob(mp: &Path) -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(mp).unwrap().dev();
+    PathBuf::from(format!(
+        "/sys/class/bdi/{}:{}/read_ahead_kb",
+        libc::major(dev),
+        libc::minor(dev)
+    ))
+}
+
 fn tempdir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("gtio-mount-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -467,6 +478,25 @@ fn plain_object_mounts_as_one_file_with_its_last_modified() {
         mtime,
         std::time::UNIX_EPOCH + Duration::from_secs(1_000_000_000)
     );
+    // As root the mount lifts its own kernel readahead from 128 KiB to its
+    // max_read (docs/mount.md, "Kernel requests"); others keep 128 KiB.
+    let knob = bdi_readahead_knob(&mp);
+    // SAFETY: geteuid cannot fail.
+    let want = if unsafe { libc::geteuid() } == 0 {
+        "1024"
+    } else {
+        "128"
+    };
+    let t0 = Instant::now();
+    let mut got = String::new();
+    while t0.elapsed() < Duration::from_secs(5) {
+        got = std::fs::read_to_string(&knob).unwrap().trim().to_string();
+        if got == want {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(got, want, "{}", knob.display());
     unmount(&mp);
     assert!(wait_exit(&mut child, "fusermount3 -u").success());
     let _ = std::fs::remove_dir_all(&dir);
