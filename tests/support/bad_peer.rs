@@ -219,7 +219,7 @@ fn serve_slow(
     piece_len: u64,
     stop: &AtomicBool,
     served: &AtomicUsize,
-    queue: &Arc<QueueCounts>,
+    counts: &Arc<QueueCounts>,
 ) -> std::io::Result<()> {
     use std::collections::VecDeque;
     use std::sync::Mutex;
@@ -227,7 +227,7 @@ fn serve_slow(
     let done = Arc::new(AtomicBool::new(false));
     let mut r = s.try_clone()?;
     let (q, d) = (queue.clone(), done.clone());
-    let c = queue.clone();
+    let c = counts.clone();
     thread::spawn(move || {
         let never = AtomicBool::new(false);
         loop {
