@@ -145,6 +145,11 @@ enum Command {
         /// an error before that is printed and exits 1)
         #[arg(long)]
         daemon: bool,
+        /// Let other users read the mount too (FUSE's allow_other, with the
+        /// kernel checking the files' modes; a user other than root needs
+        /// `user_allow_other` in /etc/fuse.conf)
+        #[arg(long)]
+        allow_other: bool,
         #[command(flatten)]
         net: Net,
     },
@@ -325,6 +330,7 @@ fn run(cli: Cli) -> Outcome {
             mountpoint,
             stats_addr,
             daemon,
+            allow_other,
             net,
         } => {
             // Fork before the library starts any thread (mount/daemon.rs).
@@ -338,8 +344,14 @@ fn run(cli: Cli) -> Outcome {
             mount::block_signals();
             let outcome = net.init().and_then(|()| {
                 let ds = tools::input::open(&input, net.cred())?;
-                mount::run(ds, &mountpoint, stats_addr.as_deref(), &mut ready)
-                    .map_err(|e| Failure::new("mount", e))
+                mount::run(
+                    ds,
+                    &mountpoint,
+                    stats_addr.as_deref(),
+                    allow_other,
+                    &mut ready,
+                )
+                .map_err(|e| Failure::new("mount", e))
             });
             if let Err(f) = &outcome {
                 if ready.is_daemon() {

@@ -463,7 +463,21 @@ fn plain_object_mounts_as_one_file_with_its_last_modified() {
     let mp = dir.join("mnt");
     std::fs::create_dir_all(&mp).unwrap();
     let url = ngx.url("obj.bin");
-    let mut child = mount_with(url.as_ref(), &mp, &[]);
+    // SAFETY: geteuid cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let extra: &[&str] = if root { &["--allow-other"] } else { &[] };
+    let mut child = mount_with(url.as_ref(), &mp, extra);
+    if root {
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+        let line = mounts
+            .lines()
+            .find(|l| l.split(' ').nth(1) == mp.to_str())
+            .unwrap();
+        assert!(
+            line.contains("allow_other") && line.contains("default_permissions"),
+            "--allow-other not in the mount's options: {line}"
+        );
+    }
     let names: Vec<_> = std::fs::read_dir(&mp)
         .unwrap()
         .map(|e| e.unwrap().file_name())
@@ -481,12 +495,7 @@ fn plain_object_mounts_as_one_file_with_its_last_modified() {
     // As root the mount lifts its own kernel readahead from 128 KiB to its
     // max_read (docs/mount.md, "Kernel requests"); others keep 128 KiB.
     let knob = bdi_readahead_knob(&mp);
-    // SAFETY: geteuid cannot fail.
-    let want = if unsafe { libc::geteuid() } == 0 {
-        "1024"
-    } else {
-        "128"
-    };
+    let want = if root { "1024" } else { "128" };
     let t0 = Instant::now();
     let mut got = String::new();
     while t0.elapsed() < Duration::from_secs(5) {

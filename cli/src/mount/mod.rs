@@ -292,10 +292,12 @@ fn raise_readahead(mountpoint: &Path) {
 
 /// Mount `ds` at `mountpoint` and serve it until it is unmounted
 /// (`fusermount3 -u`) or SIGINT/SIGTERM arrives, which unmount it.
+/// `allow_other` lets other users in, with the kernel checking modes.
 pub fn run(
     ds: Dataset,
     mountpoint: &Path,
     stats_addr: Option<&str>,
+    allow_other: bool,
     ready: &mut daemon::Ready,
 ) -> Result<(), String> {
     let set = signal_set();
@@ -347,14 +349,25 @@ pub fn run(
         std::thread::sleep(Duration::from_secs(1));
         std::process::exit(0);
     });
-    let options = [
+    let mut options = vec![
         MountOption::RO,
         MountOption::FSName("gtio".into()),
         MountOption::Subtype("gtio".into()),
         MountOption::CUSTOM(format!("max_read={MAX_READ}")),
     ];
-    let mut session = fuser::Session::new(fs, mountpoint, &options)
-        .map_err(|e| format!("mount {}: {e}", mountpoint.display()))?;
+    if allow_other {
+        // Other users are then held to the files' modes by the kernel, not
+        // let through by a filesystem that checks no credentials itself.
+        options.extend([MountOption::AllowOther, MountOption::DefaultPermissions]);
+    }
+    let mut session = fuser::Session::new(fs, mountpoint, &options).map_err(|e| {
+        let hint = if allow_other {
+            " (--allow-other needs root or `user_allow_other` in /etc/fuse.conf)"
+        } else {
+            ""
+        };
+        format!("mount {}: {e}{hint}", mountpoint.display())
+    })?;
     let mp = mountpoint.to_path_buf();
     std::thread::spawn(move || raise_readahead(&mp));
     ready.mounted();
