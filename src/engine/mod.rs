@@ -992,13 +992,6 @@ impl Engine {
         }
     }
 
-    /// The persistent store's counters, when there is one.
-    pub fn store_stats(&self) -> Option<crate::store::StoreStats> {
-        let mut stats = self.store.as_ref()?.stats();
-        stats.saves_skipped = self.store_writer.as_ref().map_or(0, |w| w.skipped());
-        Some(stats)
-    }
-
     /// Stop the workers: queued downloads are cancelled, every waiter gets
     /// `ECANCELED`, running downloads finish their current attempt.
     pub fn shutdown(&self) {

@@ -113,7 +113,7 @@ fn push_piece(runs: &mut Vec<Range<u32>>, piece: u32) {
 /// batch is flushed and renamed into place together, so the flushes of many
 /// small pieces overlap and each directory is flushed once per batch, not
 /// once per piece. The queue is bounded in bytes: past the bound a save is
-/// skipped (counted), never waited for, so the store costs memory no more
+/// skipped, never waited for, so the store costs memory no more
 /// than the bound. The claim on a piece goes with its save: another process
 /// waiting for it finds the file once the marker is gone. The thread also
 /// lists the store's pieces when it starts (`DiskStore::scan`), so opening a
@@ -124,7 +124,6 @@ pub struct Writer {
     /// Saves sent and not yet committed (written or given up).
     pending: Arc<std::sync::atomic::AtomicU64>,
     limit: u64,
-    skipped: std::sync::atomic::AtomicU64,
     /// Set by `finish`: the start-up walk of the store is not waited for.
     stopping: Arc<std::sync::atomic::AtomicBool>,
     thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -195,7 +194,6 @@ impl Writer {
             pending,
             stopping,
             limit,
-            skipped: std::sync::atomic::AtomicU64::new(0),
             thread: std::sync::Mutex::new(thread),
         }
     }
@@ -204,7 +202,6 @@ impl Writer {
         use std::sync::atomic::Ordering::Relaxed;
         let len = piece.len() as u64;
         if self.queued.load(Relaxed) + len > self.limit {
-            self.skipped.fetch_add(1, Relaxed);
             return;
         }
         let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
@@ -217,11 +214,6 @@ impl Writer {
                 _claim: claim,
             });
         }
-    }
-
-    /// Saves skipped because the queue was full.
-    pub fn skipped(&self) -> u64 {
-        self.skipped.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Wait (at most `limit`) until every save sent so far is committed:

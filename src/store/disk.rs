@@ -93,9 +93,6 @@ pub struct StoreStats {
     /// The one warning of the store, for the statistics (`store_warning`).
     pub warning: Option<String>,
     pub write_errors: u64,
-    /// Saves skipped because the write queue was full (filled in by the
-    /// engine, which owns the queue).
-    pub saves_skipped: u64,
 }
 
 #[derive(Default)]
@@ -522,7 +519,6 @@ impl DiskStore {
                     .to_string()
             }),
             write_errors: c.write_errors.load(Ordering::Relaxed),
-            saves_skipped: 0,
         }
     }
 }
