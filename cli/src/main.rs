@@ -64,10 +64,10 @@ struct Net {
     /// Piece size of plain objects, bytes [default: 65536]
     #[arg(long, env = "GTIO_BLOCK_SIZE", value_name = "BYTES")]
     block_size: Option<u32>,
-    /// Fetch threads [default: 16]
+    /// Fetch threads [default: 24]
     #[arg(long, env = "GTIO_WORKERS", value_name = "N")]
     workers: Option<u32>,
-    /// Connections per origin host [default: 8]
+    /// Connections per origin host [default: 16]
     #[arg(long, env = "GTIO_MAX_CONNS_PER_HOST", value_name = "N")]
     max_conns_per_host: Option<u32>,
     /// Retries of a failed request [default: 4]

@@ -121,3 +121,36 @@ fn create_without_web_seeds() {
     assert!(!text.contains("8:url-list"), "no web seed was asked for");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The defaults the help text states are the library's (they are written
+/// by hand in the flags' doc comments, so a changed default must change
+/// them too).
+#[test]
+fn help_states_the_librarys_defaults() {
+    let d = gtio::Config::default();
+    let h = help("cat");
+    let line = |flag: &str| {
+        h.lines()
+            .find(|l| l.trim_start().starts_with(flag))
+            .unwrap_or_else(|| panic!("no {flag} in help:\n{h}"))
+            .to_string()
+    };
+    for (flag, want) in [
+        ("--workers", d.workers.to_string()),
+        ("--max-conns-per-host", d.max_conns_per_host.to_string()),
+        ("--retries", d.retries.to_string()),
+        ("--timeout-ms", d.timeout_ms.to_string()),
+        ("--block-size", d.block_size.to_string()),
+        ("--cache-bytes", format!("{} MiB", d.cache_bytes >> 20)),
+        (
+            "--readahead-max-bytes",
+            format!("{} MiB", d.readahead_max_bytes >> 20),
+        ),
+    ] {
+        let l = line(flag);
+        assert!(
+            l.contains(&format!("[default: {want}]")),
+            "{flag}: want [default: {want}] in {l:?}"
+        );
+    }
+}
