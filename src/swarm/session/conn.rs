@@ -130,6 +130,7 @@ impl Loop {
 
     /// Read until the socket would block, handling each complete message.
     pub(super) fn read(&mut self, tok: Token) {
+        let mut received = false;
         loop {
             let Some(p) = self.peers.get_mut(&tok) else {
                 return;
@@ -140,12 +141,18 @@ impl Loop {
                     return;
                 }
                 Ok(_) => {
+                    received = true;
                     if let Err(why) = self.consume(tok) {
                         self.drop_peer(tok, Some(why), false);
                         return;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if received {
+                        p.ack_now();
+                    }
+                    return;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     self.drop_peer(tok, Some(format!("receive: {e}")), false);
