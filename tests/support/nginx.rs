@@ -23,7 +23,7 @@
 //! On the HTTPS server the redirects point to `https://…:TLSPORT/`.
 #![allow(dead_code)]
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -234,10 +234,11 @@ fn wait_ready(child: &mut Child, ports: &[u16]) -> Result<(), String> {
         if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
             return Err(format!("nginx exited: {status}"));
         }
-        pending.retain(|&p| {
-            TcpStream::connect_timeout(&([127, 0, 0, 1], p).into(), Duration::from_millis(200))
-                .is_err()
-        });
+        // Listening is not enough: another test's server may hold a port we
+        // lost the race for while our nginx keeps retrying bind() for
+        // seconds, and requests would then reach that server (a 404 from a
+        // stranger). The port is ours when our process holds its socket.
+        pending.retain(|&p| !listens_on(child.id(), p));
         if pending.is_empty() {
             return Ok(());
         }
@@ -246,6 +247,36 @@ fn wait_ready(child: &mut Child, ports: &[u16]) -> Result<(), String> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Whether process `pid` holds the socket listening on 127.0.0.1:`port`
+/// (its inode in /proc/net/tcp among the process's open files).
+fn listens_on(pid: u32, port: u16) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return false;
+    };
+    let local = format!("0100007F:{port:04X}");
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // sl local rem st tx:rx tr:when retrnsmt uid timeout inode
+            (f.len() > 9 && f[1] == local && f[3] == "0A").then(|| f[9].to_string())
+        })
+        .collect();
+    if inodes.is_empty() {
+        return false;
+    }
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path()).is_ok_and(|t| {
+            let t = t.to_string_lossy();
+            inodes.iter().any(|i| t == format!("socket:[{i}]"))
+        })
+    })
 }
 
 /// Spawn from one long-lived thread with PR_SET_PDEATHSIG = SIGKILL, so nginx dies
