@@ -153,3 +153,100 @@ fn a_failed_direct_read_is_retried_and_right() {
     check(&ds, &data, 4 << 20, 4096);
     check(&ds, &data, 2 << 20, 4096);
 }
+
+/// An asynchronous read's destination: the test keeps a handle to it.
+struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl gtio::engine::request::ReadTarget for Shared {
+    fn write_at(&mut self, offset: usize, bytes: &[u8]) {
+        self.0.lock().unwrap()[offset..offset + bytes.len()].copy_from_slice(bytes);
+    }
+}
+
+/// Submit reads of `len` at each offset, all at once (asynchronous,
+/// urgent), and wait (bounded) for their completions on this thread's
+/// ring: each read's result and bytes, by offset.
+fn read_async(ds: &Dataset, offsets: &[usize], len: usize) -> Vec<(i64, Vec<u8>)> {
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+    let bufs: Vec<Arc<Mutex<Vec<u8>>>> = offsets
+        .iter()
+        .map(|_| Arc::new(Mutex::new(vec![0u8; len])))
+        .collect();
+    for (i, &off) in offsets.iter().enumerate() {
+        let target = Box::new(Shared(Arc::clone(&bufs[i])));
+        ds.pread_async(off as u64, len, target, false, i as u64)
+            .expect("submitted");
+    }
+    let ring = gtio::completion::current_if_any().expect("this thread's ring");
+    let mut results = vec![None; offsets.len()];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while results.iter().any(Option::is_none) {
+        assert!(Instant::now() < deadline, "async reads never completed");
+        for c in ring.drain(64) {
+            results[c.user_data as usize] = Some(c.result);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    results
+        .into_iter()
+        .zip(bufs)
+        .map(|(r, b)| (r.unwrap(), b.lock().unwrap().clone()))
+        .collect()
+}
+
+#[test]
+fn cold_random_async_reads_fetch_their_pages_not_blocks() {
+    init();
+    let (o, data) = origin(5);
+    let ds = Dataset::open(&o.url("/obj"), None).unwrap();
+    // Sixteen in flight at once, each far from the others and out of
+    // order (no read continues the one before it), none in block 0.
+    let offsets: Vec<usize> = (1..=16)
+        .map(|k| (k * 7 % 17) * 7 * BLOCK + k * 1000)
+        .collect();
+    for ((result, bytes), &off) in read_async(&ds, &offsets, 3000).iter().zip(&offsets) {
+        assert_eq!(*result, 3000, "read at {off}");
+        assert!(bytes[..] == data[off..off + 3000], "bytes at {off}");
+    }
+    let mut got = ranges(&o);
+    got.sort_unstable();
+    let mut want: Vec<(usize, usize)> = offsets
+        .iter()
+        .map(|&off| (off / 4096 * 4096, (off + 3000).div_ceil(4096) * 4096 - 1))
+        .collect();
+    want.sort_unstable();
+    assert_eq!(got, want, "one page-aligned request per cold async read");
+    let st = ds.stats();
+    assert_eq!(st.requests, offsets.len() as u64 + 1);
+    assert_eq!(st.cache_misses, offsets.len() as u64);
+}
+
+#[test]
+fn a_failed_async_direct_read_is_retried_and_right() {
+    init();
+    let (o, data) = origin(6);
+    o.only_ranged(true);
+    let ds = Dataset::open(&o.url("/obj"), None).unwrap();
+    o.script(vec![Fault::Status(503, None), Fault::ResetMidBody]);
+    let off = 3 << 20;
+    let [(result, bytes)] = &read_async(&ds, &[off], 4096)[..] else {
+        unreachable!()
+    };
+    assert_eq!(*result, 4096);
+    assert!(bytes[..] == data[off..off + 4096]);
+    assert_eq!(ds.stats().retries, 2);
+}
+
+#[test]
+fn an_async_direct_read_of_a_replaced_object_fails_stale() {
+    init();
+    let (o, _) = origin(7);
+    let ds = Dataset::open(&o.url("/obj"), None).unwrap();
+    o.script(vec![Fault::ChangeEtag]);
+    let [(result, _)] = &read_async(&ds, &[5 << 20], 4096)[..] else {
+        unreachable!()
+    };
+    assert_eq!(*result, -i64::from(libc::ESTALE));
+    assert_eq!(ds.stats().downloads_failed, 1);
+}

@@ -74,6 +74,10 @@ impl PieceProvider for ObjectProvider {
         self.identity.is_stable() && !self.source.host().is_empty()
     }
 
+    fn reads_direct(&self) -> bool {
+        !self.source.host().is_empty()
+    }
+
     fn read_direct(
         &self,
         range: Range<u64>,

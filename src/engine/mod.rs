@@ -39,6 +39,7 @@ use crate::{Config, Error};
 use cache::{MemoryLru, PieceStore};
 use layout::{Layout, PieceSlice};
 use request::ReadRequest;
+pub use scheduler::Task;
 use scheduler::{Job, Scheduler};
 use stats::{DownloadInfo, Gauges, StatSet};
 
@@ -78,6 +79,10 @@ pub trait PieceProvider: Send + Sync {
     /// `Err` the caller falls back to the piece path.
     fn read_direct(&self, _range: Range<u64>, _dest: &mut [u8]) -> Option<Result<(), Fault>> {
         None
+    }
+    /// Whether [`read_direct`](Self::read_direct) serves non-empty ranges.
+    fn reads_direct(&self) -> bool {
+        false
     }
     /// A demand read (urgent) waits for `piece`, queued or in flight: a
     /// provider that orders its own requests (the swarm) serves it before
@@ -181,6 +186,24 @@ impl Waiter {
     /// (nothing was queued).
     fn disarm(mut self) {
         self.delivered = true;
+    }
+
+    /// Fill the slice with `bytes`, exactly its bytes, read without a
+    /// piece (a right-sized read).
+    pub fn deliver_bytes(mut self, bytes: &[u8]) {
+        self.delivered = true;
+        let slice = PieceSlice {
+            piece: self.slice.piece,
+            within: 0..bytes.len(),
+            dest: self.slice.dest,
+        };
+        self.req.fill(&slice, bytes);
+    }
+
+    /// Fail the read this slice belongs to.
+    pub fn fail(mut self, error: &Error) {
+        self.delivered = true;
+        self.req.fail(error);
     }
 
     fn deliver(mut self, result: &Result<Piece, Error>) {
@@ -656,8 +679,23 @@ impl Engine {
         }
     }
 
+    /// Run `task` on a worker ahead of readahead (see `scheduler::Task`).
+    /// Once shut down the task is dropped unrun, which fails its read.
+    pub fn run_urgent(&self, task: Task) {
+        if let Err(task) = self.scheduler.push_task(task) {
+            drop(task);
+        }
+    }
+
     fn worker_loop(self: Arc<Self>) {
-        while let Some(job) = self.scheduler.next() {
+        while let Some(work) = self.scheduler.next() {
+            let job = match work {
+                scheduler::Work::Fetch(job) => job,
+                scheduler::Work::Task(task) => {
+                    task();
+                    continue;
+                }
+            };
             self.set_state(job.id, DownloadState::InProgress);
             self.counters.jobs_started.fetch_add(1, Ordering::Relaxed);
             let (outcome, doomed) = self.run_job(&job);

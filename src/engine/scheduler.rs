@@ -5,6 +5,11 @@
 //! readahead is queued, a demand read finds a free worker (or the next one to
 //! free up) instead of waiting behind it. A queued normal job that a demand
 //! read comes to need is promoted to the urgent queue.
+//!
+//! Besides piece downloads, the urgent queue carries [`Task`]s: work for a
+//! reader that needs a worker but no piece, such as an asynchronous
+//! right-sized read (`handle::direct`). A task dropped unrun (at shutdown)
+//! must fail its read itself, as a dropped `Waiter` does.
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -24,8 +29,17 @@ pub struct Job {
     pub readahead_bytes: u64,
 }
 
+/// A reader's work that runs on a worker ahead of readahead.
+pub type Task = Box<dyn FnOnce() + Send>;
+
+/// What a worker takes from the queues.
+pub enum Work {
+    Fetch(Job),
+    Task(Task),
+}
+
 struct Queues {
-    urgent: VecDeque<Job>,
+    urgent: VecDeque<Work>,
     normal: VecDeque<Job>,
     running_normal: usize,
     shutdown: bool,
@@ -58,12 +72,24 @@ impl Scheduler {
     pub fn push(&self, job: Job) {
         let mut q = self.lock();
         if job.urgent {
-            q.urgent.push_back(job);
+            q.urgent.push_back(Work::Fetch(job));
         } else {
             q.normal.push_back(job);
         }
         drop(q);
         self.ready.notify_one();
+    }
+
+    /// Queue `task` as urgent work; handed back if shut down.
+    pub fn push_task(&self, task: Task) -> Result<(), Task> {
+        let mut q = self.lock();
+        if q.shutdown {
+            return Err(task);
+        }
+        q.urgent.push_back(Work::Task(task));
+        drop(q);
+        self.ready.notify_one();
+        Ok(())
     }
 
     /// Move a queued normal job to the urgent queue; false if it already runs.
@@ -74,27 +100,27 @@ impl Scheduler {
         };
         if let Some(mut job) = q.normal.remove(i) {
             job.urgent = true;
-            q.urgent.push_back(job);
+            q.urgent.push_back(Work::Fetch(job));
         }
         drop(q);
         self.ready.notify_one();
         true
     }
 
-    /// The next job to run, blocking; `None` once shut down.
-    pub fn next(&self) -> Option<Job> {
+    /// The next work to run, blocking; `None` once shut down.
+    pub fn next(&self) -> Option<Work> {
         let mut q = self.lock();
         loop {
             if q.shutdown {
                 return None;
             }
-            if let Some(job) = q.urgent.pop_front() {
-                return Some(job);
+            if let Some(work) = q.urgent.pop_front() {
+                return Some(work);
             }
             if q.running_normal < self.normal_cap {
                 if let Some(job) = q.normal.pop_front() {
                     q.running_normal += 1;
-                    return Some(job);
+                    return Some(Work::Fetch(job));
                 }
             }
             q = self.ready.wait(q).unwrap_or_else(|e| e.into_inner());
@@ -111,14 +137,24 @@ impl Scheduler {
         }
     }
 
-    /// Stop handing out jobs; returns the ones still queued.
+    /// Stop handing out work; returns the jobs still queued. Queued tasks
+    /// are dropped (after the lock is released: dropping one fails its
+    /// read, which may take other locks).
     pub fn shutdown(&self) -> Vec<Job> {
         let mut q = self.lock();
         q.shutdown = true;
-        let mut left: Vec<Job> = q.urgent.drain(..).collect();
-        left.extend(q.normal.drain(..));
+        let mut jobs = Vec::new();
+        let mut tasks = Vec::new();
+        for work in q.urgent.drain(..) {
+            match work {
+                Work::Fetch(job) => jobs.push(job),
+                Work::Task(task) => tasks.push(task),
+            }
+        }
+        jobs.extend(q.normal.drain(..));
         drop(q);
         self.ready.notify_all();
-        left
+        drop(tasks);
+        jobs
     }
 }

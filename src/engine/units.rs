@@ -128,6 +128,15 @@ impl PieceProvider for Units {
         (self.inner.max_run() / self.group).max(1)
     }
 
+    // A right-sized read names stream bytes, which units leave as they are.
+    fn reads_direct(&self) -> bool {
+        self.inner.reads_direct()
+    }
+
+    fn read_direct(&self, range: Range<u64>, dest: &mut [u8]) -> Option<Result<(), Fault>> {
+        self.inner.read_direct(range, dest)
+    }
+
     fn fetch(
         &self,
         units: Range<u32>,

@@ -298,15 +298,24 @@ impl Dataset {
         }
         // Hits are looked up here, outside the engine's in-flight lock, and
         // copied once the misses are queued (so a failure queues nothing).
+        // A lone cold miss may go as one right-sized request (`direct`),
+        // which cannot be refused: once shut down it fails with ECANCELED.
         let engine = self.runtime.engine();
         let mut hits = Vec::new();
-        let mut wants = Vec::new();
+        let mut misses = Vec::new();
         for slice in slices {
             match engine.cached(&self.reads.key(slice.piece)) {
                 Some(piece) => hits.push((slice, piece)),
-                None => wants.push((slice.piece, Waiter::new(Arc::clone(&req), slice))),
+                None => misses.push(slice),
             }
         }
+        if !background && self.try_direct_async(&range, &misses, &req) {
+            misses.clear();
+        }
+        let wants: Vec<_> = misses
+            .into_iter()
+            .map(|slice| (slice.piece, Waiter::new(Arc::clone(&req), slice)))
+            .collect();
         if !wants.is_empty() {
             if let Err(e) = engine.request(&self.reads, &self.stats, wants, !background) {
                 // Nothing was queued: take the request back silently.
