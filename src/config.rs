@@ -20,7 +20,9 @@
 //!   get a connection of their own (with 8, a QD16 reader ran at half of
 //!   curl's rate: every other read waited a whole request for a permit).
 //!   The 8 workers beyond the cap stay free for demand reads to another
-//!   host while one origin has all of its 16.
+//!   host while one origin has all of its 16, and readahead may take all
+//!   workers but those 8 (`engine::scheduler`), so a sequential reader's
+//!   window of 16 requests is in flight at once.
 //! - `retries` 4 and `timeout_ms` 20 s: libtorrent's web seed timeout; four
 //!   retries ride out a restart without hiding a dead origin for minutes.
 
