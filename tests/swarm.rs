@@ -623,11 +623,16 @@ fn web_seed_and_peers_serve_one_torrent_together() {
         at += 4;
     }
     assert!(out == data, "bytes differ");
+    // Runs fetched one at a time go to the source measured fastest
+    // (`engine::sources`), so how the runs after the unchoke split between
+    // the seed and the peer depends on the machine (a loaded one gave the
+    // peer all of them); what holds is that each source served, and every
+    // byte is right.
     let st = p.swarm_stats().unwrap();
     assert!(st.bytes_peer > 0, "peers served nothing: {st:?}");
     assert!(
-        st.bytes_peer < len as u64 / 2 + (1 << 18),
-        "web seed served nothing: {st:?}"
+        st.bytes_peer <= len as u64 - 2 * m.piece_length,
+        "the web seed's first two pieces counted as the peer's: {st:?}"
     );
 }
 

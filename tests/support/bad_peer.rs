@@ -203,9 +203,11 @@ fn serve(
             block[0] ^= 0xff;
         }
         payload.extend_from_slice(&block);
+        // Counted before it is sent: a test that reads the count as soon as
+        // its piece is in must not miss the block that completed it.
+        served.fetch_add(1, Ordering::Relaxed);
         s.write_all(&msg(7, &payload))?;
         blocks += 1;
-        served.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -278,8 +280,8 @@ fn serve_slow(
         let at = (u(0) * piece_len + u(4)) as usize;
         let mut payload = k[..8].to_vec();
         payload.extend_from_slice(&data[at..at + u(8) as usize]);
+        served.fetch_add(1, Ordering::Relaxed); // before: see `serve`
         s.write_all(&msg(7, &payload))?;
-        served.fetch_add(1, Ordering::Relaxed);
     }
     let _ = s.shutdown(std::net::Shutdown::Both);
     Ok(())
