@@ -193,3 +193,34 @@ fn a_damaged_block_file_is_refetched_not_served_by_the_direct_path() {
     assert_eq!(engine.store_hits, PIECES);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_small_read_of_a_stored_block_asks_the_store_not_the_origin() {
+    let dir = cache_dir("small");
+    let dir_s = dir.to_str().unwrap().to_string();
+    if !isolate(
+        "a_small_read_of_a_stored_block_asks_the_store_not_the_origin",
+        &[("GTIO_CACHE_DIR", &dir_s)],
+    ) {
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let bytes = data(LEN, 13);
+    let origin = FaultyOrigin::start(vec![("/obj.bin".into(), bytes.clone())]);
+    let url = origin.url("/obj.bin");
+    assert!(read_all(&url).0 == bytes);
+    // A cold isolated 4 KiB read would be one right-sized range request
+    // (docs/http.md): the block is stored, so it is loaded from the store.
+    let before = origin_bytes(&origin);
+    let ds = Dataset::open(&url, None).expect("open");
+    let at = 5 * BLOCK + 100;
+    let mut buf = vec![0u8; 4096];
+    assert_eq!(ds.pread(&mut buf, at as u64).unwrap(), 4096);
+    assert!(buf[..] == bytes[at..at + 4096]);
+    assert_eq!(origin_bytes(&origin), before, "the origin was asked");
+    assert_eq!(ds.engine_stats().store_hits, 1);
+    drop(ds);
+    gtio::runtime::fini();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -43,6 +43,15 @@ impl super::Engine {
         self.store.is_some()
     }
 
+    /// Whether the store has a file for `piece` of `provider` (a stat; not
+    /// checked until loaded).
+    pub fn store_has(&self, provider: &Arc<dyn PieceProvider>, piece: u32) -> bool {
+        let Some(store) = &self.store else {
+            return false;
+        };
+        store_key(&provider.key(piece), provider.keys_persist()).is_some_and(|k| store.contains(&k))
+    }
+
     /// Serve `piece` of `provider`, a whole piece, from the store straight
     /// into `dest` on the calling thread (a synchronous reader's direct hit:
     /// `handle::stored`, docs/store.md "Speed"): no job, no worker, no piece
