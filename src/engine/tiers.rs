@@ -43,6 +43,11 @@ impl super::Engine {
         self.store.is_some()
     }
 
+    /// The thread that helps readers load stored pieces, if any.
+    pub fn store_helper(&self) -> Option<&super::helper::Helper> {
+        self.store_helper.as_ref()
+    }
+
     /// Whether the store has a file for `piece` of `provider` (a stat; not
     /// checked until loaded).
     pub fn store_has(&self, provider: &Arc<dyn PieceProvider>, piece: u32) -> bool {

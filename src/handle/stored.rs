@@ -7,13 +7,16 @@
 //! copied again into the caller's buffer. For the slices of a read that
 //! cover whole pieces the store has, none of that is needed: the reader's
 //! own thread has the kernel read each piece file into its buffer and checks
-//! it there (CRC-32C, or SHA-1 for a torrent piece: the same checks as the
-//! engine's path). Only whole pieces, because the checksum covers the piece.
+//! it there (length, trailer, CRC-32C: the same checks as the engine's
+//! path). Only whole pieces, because the checksum covers the piece; only
+//! plain objects' blocks (a torrent piece's SHA-1 is better spread over
+//! the workers: `Engine::load_stored_into`).
 //! Most of a hit is the kernel's copy out of the page cache, which one
 //! thread does slower than the engine's workers do on two cores, so a read
-//! of many stored pieces has half of them loaded by a scoped helper thread
-//! meanwhile (joined before the read returns: it writes only its own,
-//! disjoint, part of the buffer).
+//! of many stored pieces offers a share of them to the engine's helper
+//! thread (`engine::helper`): both take pieces from one counter, each
+//! writing only the disjoint parts of the buffer it took, and the read
+//! returns once no load is in progress.
 //!
 //! Anything else takes the engine's path unchanged: a piece in flight (one
 //! fetch per piece, whoever asks), a piece the store lacks, and a piece
@@ -30,14 +33,16 @@
 //! ahead of itself.
 
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::{Dataset, Window};
 use crate::dataset::PieceSlice;
+use crate::engine::helper::Share;
 use crate::Result;
 
 /// A read with at least this many whole stored pieces has them loaded by
-/// two threads (this one and a scoped helper), when the machine has two
+/// two threads (this one and the engine's helper), when the machine has two
 /// cores or more: the kernel's copy out of the page cache is most of a
 /// hit, and one thread alone was slower than the engine's workers on a
 /// loaded machine (docs/store.md "Speed").
@@ -56,7 +61,8 @@ impl Dataset {
         window: &mut Window<'_>,
         started: Instant,
     ) -> Option<Result<usize>> {
-        if !self.runtime.engine().has_store() {
+        let engine = self.runtime.engine();
+        if !engine.has_store() {
             return None;
         }
         let layout = self.reads.layout();
@@ -83,21 +89,10 @@ impl Dataset {
         if wanted.is_empty() {
             return None;
         }
-        let served_idx = if wanted.len() >= SPLIT_PIECES && two_cores() {
-            let second = wanted.split_off(wanted.len() / 2);
-            std::thread::scope(|s| {
-                let helper = std::thread::Builder::new()
-                    .name("gtio-store-read".into())
-                    .spawn_scoped(s, || self.load_stored(second));
-                let mut served = self.load_stored(wanted);
-                // No thread to be had: the engine's path takes the rest.
-                if let Ok(h) = helper {
-                    served.extend(h.join().unwrap_or_default());
-                }
-                served
-            })
-        } else {
-            self.load_stored(wanted)
+        let helper = engine.store_helper().filter(|_| two_cores());
+        let served_idx = match helper {
+            Some(helper) if wanted.len() >= SPLIT_PIECES => self.load_shared(helper, wanted),
+            _ => self.load_stored(wanted),
         };
         if served_idx.is_empty() {
             return None;
@@ -129,6 +124,44 @@ impl Dataset {
         Some(Ok(len as usize))
     }
 
+    /// Load `wanted` with the engine's helper thread taking a share
+    /// (`engine::helper`); the indexes of those served.
+    fn load_shared(
+        &self,
+        helper: &crate::engine::helper::Helper,
+        wanted: Vec<(usize, u32, &mut [u8])>,
+    ) -> Vec<usize> {
+        let index: Vec<usize> = wanted.iter().map(|w| w.0).collect();
+        let places: Vec<(u32, Dest)> = wanted
+            .into_iter()
+            .map(|(_, piece, d)| (piece, Dest(d.as_mut_ptr(), d.len())))
+            .collect();
+        let engine = Arc::clone(self.runtime.engine());
+        let reads = Arc::clone(&self.reads);
+        let stats = Arc::clone(&self.stats);
+        let share = Share::new(
+            places.len(),
+            Box::new(move |i| {
+                let (piece, Dest(ptr, len)) = places[i];
+                // SAFETY: `ptr..ptr + len` is a part of the reader's buffer
+                // that no other piece of this read covers, and only the
+                // thread that took piece `i` writes it. The reader's
+                // `Share::run` returns only once no load is in progress and
+                // none can start (the share is closed), and the read returns
+                // only after it, so the buffer outlives every write here.
+                let dest = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
+                engine.load_stored_into(&reads, &stats, piece, dest)
+            }),
+        );
+        helper.offer(&share);
+        let served = share.run();
+        index
+            .into_iter()
+            .zip(served)
+            .filter_map(|(i, ok)| ok.then_some(i))
+            .collect()
+    }
+
     /// Load each `(index, piece, dest)` in turn, up to the first the store
     /// cannot serve; the indexes of those served.
     fn load_stored(&self, wanted: Vec<(usize, u32, &mut [u8])>) -> Vec<usize> {
@@ -143,6 +176,17 @@ impl Dataset {
         served
     }
 }
+
+/// A piece's place in the reader's buffer, for the helper thread.
+#[derive(Clone, Copy)]
+struct Dest(*mut u8, usize);
+
+// SAFETY: a `Dest` is only dereferenced by `Share::run`'s loads, which all
+// end before the read that owns the buffer returns (see `load_shared`);
+// the places of one read are disjoint.
+unsafe impl Send for Dest {}
+// SAFETY: as above; a place is written by the one thread that took it.
+unsafe impl Sync for Dest {}
 
 /// Whether a second core is there to load with (asked once).
 fn two_cores() -> bool {
