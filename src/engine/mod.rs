@@ -16,6 +16,7 @@
 //! while a provider fetches or while a caller's callback runs.
 
 pub mod cache;
+pub mod helper;
 pub mod keys;
 pub mod layout;
 pub mod readahead;
@@ -326,6 +327,8 @@ pub struct Engine {
     /// the thread that writes to it (`tiers`).
     store: Option<Arc<crate::store::DiskStore>>,
     store_writer: Option<tiers::Writer>,
+    /// A second thread for readers' direct store hits (`helper`).
+    store_helper: Option<helper::Helper>,
     flights: Mutex<HashMap<PieceKey, Flight>>,
     scheduler: Scheduler,
     states: Mutex<Downloads>,
@@ -365,6 +368,7 @@ impl Engine {
             .map(|s| tiers::Writer::start(Arc::clone(s), config.cache_bytes / 4));
         let engine = Arc::new(Engine {
             cache: Box::new(MemoryLru::new(config.cache_bytes)),
+            store_helper: store.as_ref().and_then(|_| helper::Helper::start()),
             store,
             store_writer,
             flights: Mutex::new(HashMap::new()),
@@ -1046,6 +1050,9 @@ impl Engine {
         }
         if let Some(w) = &self.store_writer {
             w.finish();
+        }
+        if let Some(h) = &self.store_helper {
+            h.finish();
         }
         let flights: Vec<Flight> = self
             .flights

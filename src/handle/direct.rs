@@ -91,6 +91,11 @@ impl Dataset {
         if sequential {
             return None;
         }
+        // A block the store has is loaded from it (the engine's path), not
+        // asked of the origin: a store hit never costs a request.
+        if self.runtime.engine().store_has(&self.reads, miss.piece) {
+            return None;
+        }
         {
             let mut seen = self.direct_seen.lock().unwrap_or_else(|e| e.into_inner());
             if seen.0.remove(&miss.piece) {

@@ -26,6 +26,7 @@ use crate::{Error, Result};
 mod direct;
 mod open;
 mod reader;
+mod stored;
 
 pub use reader::Reader;
 
@@ -194,6 +195,9 @@ impl Dataset {
             return Ok(len);
         }
         let started = *started.get_or_insert_with(Instant::now);
+        if let Some(done) = self.try_stored(buf, &range, &mut misses, hits, window, started) {
+            return done;
+        }
         if let Some(done) = self.try_direct(buf, &range, &misses, hits, window, started) {
             return done;
         }

@@ -7,11 +7,12 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use crate::{Error, Result};
 
 mod claims;
+mod direct;
 mod file;
 mod index;
 
@@ -117,6 +118,9 @@ pub struct DiskStore {
     check: Option<TorrentCheck>,
     alloc: Alloc,
     claims: Claims,
+    /// `pieces/`, open, for a reader's direct hit (`direct`): a lookup
+    /// from it walks two path components, not the whole `cache_dir` path.
+    pieces: Option<File>,
 }
 
 /// A piece written to its temporary file, not yet in place.
@@ -161,6 +165,7 @@ impl DiskStore {
             check: None,
             alloc: Vec::with_capacity,
             claims: Claims::open(&root.join("inflight.lock")),
+            pieces: File::open(root.join("pieces")).ok(),
         };
         store.remove_dead_temporaries();
         Ok(store)
@@ -227,28 +232,7 @@ impl DiskStore {
         let on_disk = meta.as_ref().map_or(0, |m| m.len());
         match read_verified(&mut file, on_disk, key, self.check, self.alloc) {
             Ok(data) => {
-                self.counters.hits.fetch_add(1, Ordering::Relaxed);
-                self.counters
-                    .bytes_read
-                    .fetch_add(data.len() as u64, Ordering::Relaxed);
-                // Recency for other processes' eviction and for our own
-                // rescans; between them, ours is the index. Only when
-                // stale: each update is an inode write, and a minute is
-                // fine grain for evicting least recently used pieces.
-                let now = SystemTime::now();
-                let stale = meta
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|m| now.duration_since(m).ok())
-                    .is_none_or(|age| age >= RECENCY_GRAIN);
-                if stale {
-                    let _ = file.set_modified(now);
-                }
-                let mut index = self.lock();
-                if index.lru.get(&name).is_none() {
-                    index.lru.put(name, on_disk);
-                    index.total += on_disk;
-                }
+                self.served(name, &file, meta, on_disk);
                 Some(data)
             }
             Err(e) if e.kind() == io::ErrorKind::Unsupported => {

@@ -58,9 +58,7 @@ fn bad(why: &str) -> io::Error {
 
 /// The data of a piece file of `on_disk` bytes (from the caller's fstat),
 /// read into a buffer from `alloc` (the engine's recycled piece buffers, so
-/// a hit costs no fresh pages), if every check passes: length, trailer, and
-/// the CRC-32C (objects) or the SHA-1 of the key (torrent pieces, through
-/// `check`).
+/// a hit costs no fresh pages), if every check passes ([`read_verified_into`]).
 pub fn read_verified(
     file: &mut File,
     on_disk: u64,
@@ -74,12 +72,33 @@ pub fn read_verified(
     let len = (on_disk - TRAILER as u64) as usize;
     let mut buf = alloc(len);
     buf.resize(len, 0);
+    read_verified_into(file, on_disk, key, check, &mut buf)?;
+    Ok(buf)
+}
+
+/// Read a piece file of `on_disk` bytes (from the caller's fstat) into
+/// `dest`, which must be exactly as long as its data, and check it: length,
+/// trailer, and the CRC-32C (objects) or the SHA-1 of the key (torrent
+/// pieces, through `check`). On an error `dest` holds garbage. This is the
+/// whole of a load: the engine's path reads into a piece buffer, a reader's
+/// direct hit (`DiskStore::load_into`) into its own buffer.
+pub fn read_verified_into(
+    file: &mut File,
+    on_disk: u64,
+    key: &StoreKey,
+    check: Option<TorrentCheck>,
+    dest: &mut [u8],
+) -> io::Result<()> {
+    let len = dest.len();
+    if on_disk != len as u64 + TRAILER as u64 {
+        return Err(bad("length does not match the file"));
+    }
     let mut t = [0u8; TRAILER];
     // Data and trailer in one vectored read in the usual case.
     let mut done = 0;
     while done < on_disk as usize {
         let n = if done < len {
-            file.read_vectored(&mut [IoSliceMut::new(&mut buf[done..]), IoSliceMut::new(&mut t)])?
+            file.read_vectored(&mut [IoSliceMut::new(&mut dest[done..]), IoSliceMut::new(&mut t)])?
         } else {
             file.read(&mut t[done - len..])?
         };
@@ -96,16 +115,16 @@ pub fn read_verified(
     }
     let ok = match key {
         StoreKey::Object(_) => {
-            crc32c::crc32c(&buf) == u32::from_le_bytes(t[16..20].try_into().expect("4 bytes"))
+            crc32c::crc32c(dest) == u32::from_le_bytes(t[16..20].try_into().expect("4 bytes"))
         }
         // No way to check a torrent piece: not served (but kept).
         StoreKey::Torrent(want) => match check {
-            Some(check) => check(want, &buf),
+            Some(check) => check(want, dest),
             None => return Err(io::ErrorKind::Unsupported.into()),
         },
     };
     if !ok {
         return Err(bad("checksum mismatch"));
     }
-    Ok(buf)
+    Ok(())
 }
