@@ -9,6 +9,7 @@
 
 pub mod file;
 pub mod http;
+pub mod tcp;
 
 use std::io::Read;
 use std::ops::Range;

@@ -280,26 +280,10 @@ impl Peer {
         Ok(n)
     }
 
-    /// Ask the kernel to acknowledge what we received at once instead of
-    /// delaying the ACK (up to 40 ms on Linux). A seeder that writes a
-    /// piece message in parts with Nagle's algorithm on holds its last small
-    /// segment until our ACK comes, so a delayed ACK stalls the block by
-    /// 40 ms (docs/swarm.md, "Latency"). The flag is not sticky: the kernel
-    /// may fall back to delayed ACKs, so it is set again after each batch of
-    /// reads. Best effort: a failure only costs latency.
+    /// Acknowledge what was received at once (`source::tcp::ack_now`):
+    /// set again after each batch of reads.
     pub fn ack_now(&self) {
-        use std::os::fd::AsRawFd;
-        let one: libc::c_int = 1;
-        // SAFETY: a valid socket fd and a c_int option of the right size.
-        unsafe {
-            libc::setsockopt(
-                self.stream.as_raw_fd(),
-                libc::IPPROTO_TCP,
-                libc::TCP_QUICKACK,
-                (&one as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
+        crate::source::tcp::ack_now(&self.stream);
     }
 
     /// The received bytes and the unconsumed range of them, taken out so

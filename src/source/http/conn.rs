@@ -296,6 +296,14 @@ impl Conn {
             match r {
                 Ok(n) => {
                     pace.account(took, n)?;
+                    // A short read drained the socket, so the next one
+                    // waits for the server: acknowledge now, or a server
+                    // holding its last small segment for our ACK (nginx
+                    // with `tcp_nopush on`) stalls the tail by a delayed
+                    // ACK's 40 ms (docs/http.md, "Acknowledging at once").
+                    if n > 0 && n < buf.len() {
+                        crate::source::tcp::ack_now(self.stream.tcp());
+                    }
                     return Ok(n);
                 }
                 Err(e) if is_timeout(&e) => pace.account(took, 0)?,
